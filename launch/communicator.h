@@ -1,0 +1,61 @@
+// The collective operations data-parallel training needs, behind one interface with one
+// backend per file (MPI for host tensors; NCCL for CUDA tensors where it is built).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace difftrain::launch {
+
+class Runtime;
+
+// Thrown when a collective does not finish within the communicator's deadline: a rank died,
+// hangs, or skipped the call. The message names the collective, the size and the rank.
+class CollectiveTimeout : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A collective in flight. wait() returns once it is complete (then the tensor holds the result)
+// or throws CollectiveTimeout at the deadline. Must be waited on before the tensor is touched.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual void wait() = 0;
+};
+
+// Collectives over all ranks of the job. Not thread-safe: one thread (the training loop) issues
+// every call, and every rank issues the same calls in the same order.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  // Collective: every rank calls this, in the same order.
+  // In-place element-wise sum across ranks of a contiguous tensor.
+  virtual std::unique_ptr<Work> all_reduce_sum_async(const at::Tensor& tensor) = 0;
+  // Collective: every rank calls this, in the same order.
+  void all_reduce_sum(const at::Tensor& tensor) { all_reduce_sum_async(tensor)->wait(); }
+  // Collective: every rank calls this, in the same order.
+  // Copies root's contiguous tensor into every rank's tensor of the same shape and dtype.
+  virtual void broadcast(const at::Tensor& tensor, int root) = 0;
+  // Collective: every rank calls this, in the same order.
+  virtual void barrier() = 0;
+
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string backend() const = 0;
+};
+
+// backend: "mpi" (host tensors), "nccl" (CUDA tensors) or "auto" (NCCL when the runtime's
+// device is CUDA and NCCL is built in, else MPI). timeout_s bounds every collective.
+// Collective: every rank calls this, in the same order.
+std::unique_ptr<Communicator> make_communicator(const std::string& backend, const Runtime& runtime,
+                                                double timeout_s);
+
+// Whether this build includes the NCCL backend.
+bool nccl_available();
+
+}  // namespace difftrain::launch

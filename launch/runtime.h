@@ -1,0 +1,51 @@
+// Process-wide distributed runtime: MPI start-up and shut-down, this rank's place in the job
+// (rank, world size, local rank on its node) and the device it owns.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace difftrain::launch {
+
+// One per process, created before any collective and destroyed last. Works under `mpirun`,
+// `srun --mpi=pmix` and as a plain single process (MPI singleton). Not thread-safe: MPI is
+// initialised with MPI_THREAD_FUNNELED, so only the thread that created the Runtime may call
+// MPI.
+class Runtime {
+ public:
+  // device_request: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
+  Runtime(int* argc, char*** argv, const std::string& device_request = "auto");
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  // Rank among the processes on this node (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)).
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const c10::Device& device() const { return device_; }
+  const std::string& hostname() const { return hostname_; }
+  // CPU threads this rank should use for intra-op parallelism: its share of the node's cores.
+  int default_threads() const;
+  // "[rank r/N]": the prefix of every log and error line.
+  std::string tag() const;
+
+  // Ends the whole job (every rank) with `code`; used when one rank fails so that no other rank
+  // waits forever in a collective.
+  [[noreturn]] void abort(int code) const;
+
+  // Whether MPI is up in this process (false before a Runtime exists and after it is gone).
+  static bool active();
+
+ private:
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  c10::Device device_{c10::kCPU};
+  std::string hostname_;
+};
+
+}  // namespace difftrain::launch

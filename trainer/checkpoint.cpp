@@ -1,0 +1,191 @@
+// Checkpoint encoding with an outer checksum, verified loading, and the atomic on-disk store.
+#include "trainer/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/file_util.h"
+#include "data/sha256.h"
+#include "trainer/ema.h"
+
+namespace difftrain::trainer {
+namespace {
+
+constexpr char kMagic[8] = {'D', 'T', 'C', 'K', 'P', 'T', '0', '1'};
+constexpr size_t kHeaderBytes = sizeof(kMagic) + 8 + 32;
+
+std::string hex_to_bytes(const std::string& hex) {
+  std::string out(hex.size() / 2, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = static_cast<char>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  }
+  return out;
+}
+
+std::string sha256_bytes(const std::string& data) {
+  return hex_to_bytes(
+      data::sha256_hex(reinterpret_cast<const uint8_t*>(data.data()), static_cast<int64_t>(data.size())));
+}
+
+}  // namespace
+
+std::string encode_checkpoint(const CheckpointInfo& info, const torch::nn::Module& model,
+                              const Ema* ema, const torch::optim::Optimizer* optimizer) {
+  torch::serialize::OutputArchive archive;
+  archive.write("format_version", c10::IValue(info.format_version));
+  archive.write("step", c10::IValue(info.step));
+  archive.write("world_size", c10::IValue(info.world_size));
+  archive.write("global_batch", c10::IValue(info.global_batch));
+  archive.write("config", c10::IValue(info.config_yaml));
+  archive.write("versions", c10::IValue(info.versions));
+  torch::serialize::OutputArchive model_archive;
+  model.save(model_archive);
+  archive.write("model", model_archive);
+  archive.write("has_ema", c10::IValue(ema != nullptr));
+  if (ema != nullptr) {
+    torch::serialize::OutputArchive ema_archive;
+    ema->save(ema_archive);
+    archive.write("ema", ema_archive);
+  }
+  archive.write("has_optimizer", c10::IValue(optimizer != nullptr));
+  if (optimizer != nullptr) {
+    torch::serialize::OutputArchive optimizer_archive;
+    optimizer->save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+  }
+  std::ostringstream payload_stream;
+  archive.save_to(payload_stream);
+  const std::string payload = payload_stream.str();
+
+  std::string out(kMagic, sizeof(kMagic));
+  uint64_t length = payload.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((length >> (8 * i)) & 0xff));
+  out += sha256_bytes(payload);
+  out += payload;
+  return out;
+}
+
+LoadedCheckpoint LoadedCheckpoint::open(const std::string& path, const c10::Device& device) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CheckpointError("checkpoint " + path + ": cannot open file");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < kHeaderBytes || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    throw CheckpointError("checkpoint " + path + ": not a difftrain checkpoint (" +
+                          std::to_string(bytes.size()) + " bytes, bad header)");
+  }
+  uint64_t length = 0;
+  for (int i = 0; i < 8; ++i) {
+    length |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[sizeof(kMagic) + i])) << (8 * i);
+  }
+  const uint64_t have = bytes.size() - kHeaderBytes;
+  if (have != length) {
+    throw CheckpointError("checkpoint " + path + ": truncated or padded (" + std::to_string(have) +
+                          " payload bytes, header says " + std::to_string(length) + ")");
+  }
+  const std::string payload = bytes.substr(kHeaderBytes);
+  if (sha256_bytes(payload) != bytes.substr(sizeof(kMagic) + 8, 32)) {
+    throw CheckpointError("checkpoint " + path + ": checksum mismatch (file is corrupt)");
+  }
+
+  LoadedCheckpoint loaded;
+  loaded.path_ = path;
+  try {
+    loaded.archive_.load_from(payload.data(), payload.size(), device);
+    c10::IValue value;
+    loaded.archive_.read("format_version", value);
+    loaded.info_.format_version = value.toInt();
+    if (loaded.info_.format_version != CheckpointInfo::kFormatVersion) {
+      throw CheckpointError("checkpoint " + path + ": format version " +
+                            std::to_string(loaded.info_.format_version) + ", this build reads " +
+                            std::to_string(CheckpointInfo::kFormatVersion));
+    }
+    loaded.archive_.read("step", value);
+    loaded.info_.step = value.toInt();
+    loaded.archive_.read("world_size", value);
+    loaded.info_.world_size = value.toInt();
+    loaded.archive_.read("global_batch", value);
+    loaded.info_.global_batch = value.toInt();
+    loaded.archive_.read("config", value);
+    loaded.info_.config_yaml = value.toStringRef();
+    loaded.archive_.read("versions", value);
+    loaded.info_.versions = value.toStringRef();
+    loaded.archive_.read("has_ema", value);
+    loaded.has_ema_ = value.toBool();
+    loaded.archive_.read("has_optimizer", value);
+    loaded.has_optimizer_ = value.toBool();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint " + path + ": unreadable payload: " +
+                          std::string(e.what()).substr(0, 200));
+  }
+  return loaded;
+}
+
+void LoadedCheckpoint::load_model(torch::nn::Module& model) {
+  torch::serialize::InputArchive sub;
+  archive_.read("model", sub);
+  model.load(sub);
+}
+
+void LoadedCheckpoint::load_ema(Ema& ema) {
+  if (!has_ema_) throw CheckpointError("checkpoint " + path_ + ": holds no EMA weights");
+  torch::serialize::InputArchive sub;
+  archive_.read("ema", sub);
+  ema.load(sub);
+}
+
+void LoadedCheckpoint::load_optimizer(torch::optim::Optimizer& optimizer) {
+  if (!has_optimizer_) throw CheckpointError("checkpoint " + path_ + ": holds no optimizer state");
+  torch::serialize::InputArchive sub;
+  archive_.read("optimizer", sub);
+  optimizer.load(sub);
+}
+
+CheckpointStore::CheckpointStore(std::string run_dir) : run_dir_(std::move(run_dir)) {}
+
+std::string CheckpointStore::directory() const { return run_dir_ + "/checkpoints"; }
+
+std::string CheckpointStore::path_for_step(int64_t step) const {
+  char name[64];
+  std::snprintf(name, sizeof(name), "step-%09lld.ckpt", static_cast<long long>(step));
+  return directory() + "/" + name;
+}
+
+std::string CheckpointStore::commit(int64_t step, const std::string& bytes) const {
+  std::filesystem::create_directories(directory());
+  const std::string path = path_for_step(step);
+  data::write_file_atomic(path, bytes);
+  data::write_file_atomic(directory() + "/LATEST",
+                          std::filesystem::path(path).filename().string() + "\n");
+  return path;
+}
+
+std::optional<std::string> CheckpointStore::latest() const {
+  std::ifstream in(directory() + "/LATEST");
+  if (!in) return std::nullopt;
+  std::string name;
+  std::getline(in, name);
+  if (name.empty()) return std::nullopt;
+  return directory() + "/" + name;
+}
+
+std::vector<std::string> CheckpointStore::list() const {
+  std::vector<std::string> files;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory(), error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && entry.path().extension() == ".ckpt") {
+      files.push_back(entry.path().string());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace difftrain::trainer

@@ -1,0 +1,81 @@
+// Checkpoint files: one self-checking file per checkpoint (model, EMA, optimizer, step, resolved
+// config, world size, versions), published atomically, with a LATEST pointer beside them.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace difftrain::trainer {
+
+class Ema;
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a checkpoint records beside the tensors.
+struct CheckpointInfo {
+  static constexpr int64_t kFormatVersion = 1;
+  int64_t format_version = kFormatVersion;
+  int64_t step = 0;          // optimizer steps completed
+  int64_t world_size = 1;    // ranks of the run that wrote it
+  int64_t global_batch = 0;  // images per step over all ranks
+  std::string config_yaml;   // the resolved config
+  std::string versions;      // "difftrain 0.1.0, torch 1.13.1"
+};
+
+// Serialises a checkpoint to bytes: magic "DTCKPT01", payload length (8 bytes LE), SHA-256 of
+// the payload (32 bytes), payload (a LibTorch archive). `ema` and `optimizer` may be null.
+std::string encode_checkpoint(const CheckpointInfo& info, const torch::nn::Module& model,
+                              const Ema* ema, const torch::optim::Optimizer* optimizer);
+
+// A checkpoint read from disk and verified (magic, length, checksum) before anything is parsed.
+class LoadedCheckpoint {
+ public:
+  // Throws CheckpointError naming the file: missing, truncated, checksum mismatch, not ours.
+  static LoadedCheckpoint open(const std::string& path, const c10::Device& device);
+
+  const CheckpointInfo& info() const { return info_; }
+  const std::string& path() const { return path_; }
+  bool has_ema() const { return has_ema_; }
+  bool has_optimizer() const { return has_optimizer_; }
+  void load_model(torch::nn::Module& model);
+  void load_ema(Ema& ema);
+  void load_optimizer(torch::optim::Optimizer& optimizer);
+
+ private:
+  std::string path_;
+  CheckpointInfo info_;
+  bool has_ema_ = false;
+  bool has_optimizer_ = false;
+  torch::serialize::InputArchive archive_;
+};
+
+// run_dir/checkpoints/: step-<N>.ckpt files and the LATEST pointer. Only rank 0 writes.
+class CheckpointStore {
+ public:
+  explicit CheckpointStore(std::string run_dir);
+
+  std::string directory() const;
+  std::string path_for_step(int64_t step) const;
+  // Publishes `bytes` as the checkpoint of `step` (temp name, fsync, rename), then points
+  // LATEST at it the same way. A crash at any point leaves the previous checkpoint and a LATEST
+  // naming a complete file. Returns the file's path.
+  std::string commit(int64_t step, const std::string& bytes) const;
+  // The file LATEST names, if LATEST exists.
+  std::optional<std::string> latest() const;
+  // Checkpoint files present, oldest step first.
+  std::vector<std::string> list() const;
+
+ private:
+  std::string run_dir_;
+};
+
+}  // namespace difftrain::trainer

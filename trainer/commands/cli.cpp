@@ -1,0 +1,35 @@
+// `difftrain` command line: subcommand registration and the one-line error contract.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "launch/runtime.h"
+#include "trainer/commands/commands.h"
+#include "trainer/version.h"
+
+namespace difftrain::trainer {
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"difftrain: data-parallel diffusion-model training (DDPM/DDIM) on clusters"};
+  app.set_version_flag("--version", version_string());
+  app.require_subcommand(1);
+  add_prepare_command(app);
+  add_train_command(app);
+  add_sample_command(app);
+  add_inspect_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const ReportedError&) {
+    return 1;
+  } catch (const std::exception& e) {
+    // Commands that start MPI report and abort themselves; this covers the rest.
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace difftrain::trainer

@@ -1,0 +1,171 @@
+// DDPM and DDIM reverse processes; see sampler.h. Both are written in terms of the predicted
+// x0, so clipping it to the data range changes both the same way, and both run on any
+// sub-sequence t_0 < ... < t_{S-1} of timesteps with abar_prev = abar_{t_{k-1}} (1 for k = 0).
+#include "trainer/diffusion/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include <ATen/core/grad_mode.h>
+
+namespace difftrain::trainer {
+namespace {
+
+std::string format_double(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+// One reverse step from timestep t (alpha_bar a) to the previous kept timestep (a_prev).
+struct StepCoefficients {
+  double a;
+  double a_prev;
+};
+
+// Ancestral step, Ho et al. eq. 6-7 with the x0 parameterisation: the posterior mean
+// mu = sqrt(a_prev) beta / (1 - a) x0 + sqrt(1 - beta) (1 - a_prev) / (1 - a) x_t, where
+// beta = 1 - a / a_prev is the (respaced) beta of this step.
+at::Tensor ddpm_step(const at::Tensor& x, const at::Tensor& x0, const StepCoefficients& c,
+                     DdpmVariance variance, bool last, const std::function<at::Tensor()>& noise) {
+  const double beta = 1.0 - c.a / c.a_prev;
+  const double x0_coefficient = std::sqrt(c.a_prev) * beta / (1.0 - c.a);
+  const double xt_coefficient = std::sqrt(1.0 - beta) * (1.0 - c.a_prev) / (1.0 - c.a);
+  at::Tensor mean = x0 * x0_coefficient + x * xt_coefficient;
+  if (last) return mean;  // x_0 is the mean: no noise is added at t = 0
+  const double sigma_squared =
+      variance == DdpmVariance::kBeta ? beta : beta * (1.0 - c.a_prev) / (1.0 - c.a);
+  return mean.add_(noise(), std::sqrt(sigma_squared));
+}
+
+// Song et al. eq. 12: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z with
+// sigma = eta sqrt((1 - a_prev) / (1 - a)) sqrt(1 - a / a_prev) (eq. 16).
+at::Tensor ddim_step(const at::Tensor& x0, const at::Tensor& eps, const StepCoefficients& c,
+                     double eta, const std::function<at::Tensor()>& noise) {
+  const double sigma = eta * std::sqrt((1.0 - c.a_prev) / (1.0 - c.a) * (1.0 - c.a / c.a_prev));
+  const double direction = std::sqrt(std::max(0.0, 1.0 - c.a_prev - sigma * sigma));
+  at::Tensor next = x0 * std::sqrt(c.a_prev) + eps * direction;
+  if (sigma > 0.0) next.add_(noise(), sigma);
+  return next;
+}
+
+}  // namespace
+
+SamplerKind parse_sampler_kind(const std::string& name) {
+  if (name == "ddpm") return SamplerKind::kDdpm;
+  if (name == "ddim") return SamplerKind::kDdim;
+  throw std::runtime_error("sample.sampler = '" + name + "': must be 'ddpm' or 'ddim'");
+}
+
+DdpmVariance parse_ddpm_variance(const std::string& name) {
+  if (name == "beta") return DdpmVariance::kBeta;
+  if (name == "posterior") return DdpmVariance::kPosterior;
+  throw std::runtime_error("sample.ddpm_variance = '" + name +
+                           "': must be 'beta' or 'posterior'");
+}
+
+std::string to_string(SamplerKind kind) { return kind == SamplerKind::kDdpm ? "ddpm" : "ddim"; }
+
+std::string to_string(DdpmVariance variance) {
+  return variance == DdpmVariance::kBeta ? "beta" : "posterior";
+}
+
+void validate(const SamplerOptions& options, int64_t timesteps) {
+  if (options.steps < 1 || options.steps > timesteps) {
+    throw std::runtime_error("sample.steps = " + std::to_string(options.steps) +
+                             ": must be in [1, " + std::to_string(timesteps) +
+                             "] (diffusion.timesteps)");
+  }
+  if (!(options.eta >= 0.0 && options.eta <= 1.0)) {
+    throw std::runtime_error("sample.eta = " + format_double(options.eta) +
+                             ": must be in [0, 1]");
+  }
+}
+
+std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps) {
+  if (steps < 1 || steps > timesteps) {
+    throw std::runtime_error("sampling_timesteps: steps = " + std::to_string(steps) +
+                             " outside [1, " + std::to_string(timesteps) + "]");
+  }
+  if (steps == 1) return {timesteps - 1};
+  // Stride (T-1)/(steps-1) >= 1, so the rounded values are strictly increasing.
+  std::vector<int64_t> result(static_cast<size_t>(steps));
+  const double stride = static_cast<double>(timesteps - 1) / static_cast<double>(steps - 1);
+  for (int64_t k = 0; k < steps; ++k) {
+    result[static_cast<size_t>(k)] = std::llround(static_cast<double>(k) * stride);
+  }
+  return result;
+}
+
+at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                       const at::Tensor& x_T, const SamplerOptions& options,
+                       at::Generator& generator, const StepCallback& on_step) {
+  validate(options, schedule.timesteps());
+  if (!generator.device().is_cpu()) {
+    throw std::runtime_error("sample: the generator is on " + generator.device().str() +
+                             "; want a CPU generator (noise is drawn on the CPU)");
+  }
+  if (x_T.dim() < 1 || x_T.numel() == 0) {
+    std::ostringstream message;
+    message << "sample: x_T has shape " << x_T.sizes() << "; want a non-empty [B, ...]";
+    throw std::runtime_error(message.str());
+  }
+  at::NoGradGuard no_grad;
+  at::Tensor x = x_T.to(at::kFloat);
+  const at::Device device = x.device();
+  const std::vector<int64_t> shape = x.sizes().vec();
+  const std::function<at::Tensor()> noise = [&] {
+    return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device);
+  };
+  const at::TensorOptions timestep_options = at::TensorOptions().dtype(at::kLong).device(device);
+
+  const std::vector<int64_t> timesteps = sampling_timesteps(schedule.timesteps(), options.steps);
+  const int64_t steps = options.steps;
+  for (int64_t index = 0; index < steps; ++index) {
+    const int64_t k = steps - 1 - index;
+    const int64_t t = timesteps[static_cast<size_t>(k)];
+    const StepCoefficients c{schedule.alpha_bar(t),
+                             k > 0 ? schedule.alpha_bar(timesteps[static_cast<size_t>(k - 1)])
+                                   : 1.0};
+
+    at::Tensor eps = predictor(x, at::full({shape[0]}, t, timestep_options));
+    if (eps.sizes() != x.sizes()) {
+      std::ostringstream message;
+      message << "sample: the predictor returned shape " << eps.sizes() << " for x_t of shape "
+              << x.sizes();
+      throw std::runtime_error(message.str());
+    }
+    eps = eps.to(at::kFloat);
+    // x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), eq. 4 solved for x0.
+    at::Tensor x0 = (x - eps * std::sqrt(1.0 - c.a)) * (1.0 / std::sqrt(c.a));
+    if (options.clip_x0) {
+      x0.clamp_(-1.0, 1.0);
+      // Keep DDIM's direction term consistent with the clipped x0 (as improved-diffusion does).
+      if (options.kind == SamplerKind::kDdim) {
+        eps = (x - x0 * std::sqrt(c.a)) * (1.0 / std::sqrt(1.0 - c.a));
+      }
+    }
+    x = options.kind == SamplerKind::kDdpm
+            ? ddpm_step(x, x0, c, options.variance, k == 0, noise)
+            : ddim_step(x0, eps, c, options.eta, noise);
+    if (on_step) on_step(index, t, x);
+  }
+  return x;
+}
+
+at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                  at::IntArrayRef shape, const SamplerOptions& options, at::Generator& generator,
+                  const at::Device& device, const StepCallback& on_step) {
+  validate(options, schedule.timesteps());
+  if (!generator.device().is_cpu()) {
+    throw std::runtime_error("sample: the generator is on " + generator.device().str() +
+                             "; want a CPU generator (noise is drawn on the CPU)");
+  }
+  const at::Tensor x_T =
+      at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device);
+  return sample_from(predictor, schedule, x_T, options, generator, on_step);
+}
+
+}  // namespace difftrain::trainer

@@ -1,0 +1,69 @@
+// Reverse-process samplers: ancestral DDPM (Ho et al. 2020, alg. 2) with optional respacing
+// (Nichol & Dhariwal 2021, sec. 4), and DDIM (Song et al. 2021, eq. 12) with eta in [0, 1].
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/Generator.h>
+
+#include "trainer/diffusion/schedule.h"
+
+namespace difftrain::trainer {
+
+// eps_hat = predictor(x_t, t): x_t float [B, ...], t int64 [B] on x_t's device. Called under
+// no-grad; put the model in eval() mode before sampling.
+using EpsPredictor = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+
+enum class SamplerKind { kDdpm, kDdim };
+// Reverse-step variance of DDPM: sigma_t^2 = beta_t or the posterior variance
+// beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. sec. 3.2).
+enum class DdpmVariance { kBeta, kPosterior };
+
+// "ddpm" | "ddim" and "beta" | "posterior"; anything else throws naming the value.
+SamplerKind parse_sampler_kind(const std::string& name);
+DdpmVariance parse_ddpm_variance(const std::string& name);
+std::string to_string(SamplerKind kind);
+std::string to_string(DdpmVariance variance);
+
+// Config keys are `sample.<field>` (sample.sampler for kind, sample.ddpm_variance).
+struct SamplerOptions {
+  SamplerKind kind = SamplerKind::kDdim;
+  // Model evaluations. Both samplers visit sampling_timesteps(T, steps); steps == T is the
+  // classic sampler. Fewer DDPM steps use betas re-derived from the kept alpha_bars
+  // (beta'_k = 1 - abar_{t_k} / abar_{t_{k-1}}, "respacing").
+  int64_t steps = 50;
+  double eta = 0.0;  // DDIM only, [0, 1]: 0 = deterministic, 1 = DDPM posterior variance
+  DdpmVariance variance = DdpmVariance::kBeta;
+  bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (images); the analytic tests turn it off
+};
+
+// Throws std::runtime_error naming the value: steps in [1, timesteps], eta in [0, 1].
+void validate(const SamplerOptions& options, int64_t timesteps);
+
+// The timesteps a `steps`-step sampler visits, ascending: round(k (T-1) / (steps-1)) for
+// k = 0..steps-1 (distinct, from 0 to T-1; {T-1} for one step). Precondition 1 <= steps <= T.
+std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps);
+
+// Called after reverse step `index` (0 .. steps-1), which started from timestep `t`, with the
+// new state x (x_0 after the last step); for progression strips.
+using StepCallback = std::function<void(int64_t index, int64_t t, const at::Tensor& x_t)>;
+
+// Draws x_T ~ N(0, I) of `shape` with `generator` (a CPU generator: all noise is drawn on the
+// CPU and moved, so results do not depend on the device), runs the reverse process on `device`
+// and returns x_0 (float32, on device). Validates `options`; runs under no-grad. Not
+// thread-safe with respect to `generator`.
+at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                  at::IntArrayRef shape, const SamplerOptions& options, at::Generator& generator,
+                  const at::Device& device, const StepCallback& on_step = {});
+
+// The reverse process from a given x_T (float, [B, ...], on the device to sample on); step
+// noise (DDPM, DDIM with eta > 0) comes from `generator` as in sample().
+at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                       const at::Tensor& x_T, const SamplerOptions& options,
+                       at::Generator& generator, const StepCallback& on_step = {});
+
+}  // namespace difftrain::trainer

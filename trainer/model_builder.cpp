@@ -1,0 +1,34 @@
+// Config → model, schedule and sampler settings.
+#include "trainer/model_builder.h"
+
+namespace difftrain::trainer {
+
+UNetOptions unet_options(const Config& config) {
+  UNetOptions options;
+  options.in_channels = config.model.in_channels;
+  options.image_size = config.model.image_size;
+  options.channels = config.model.channels;
+  options.channel_mult = config.model.channel_mult;
+  options.num_res_blocks = config.model.num_res_blocks;
+  options.attention_resolutions = config.model.attention_resolutions;
+  options.dropout = config.model.dropout;
+  validate(options);
+  return options;
+}
+
+NoiseSchedule noise_schedule(const Config& config) {
+  return NoiseSchedule(parse_beta_schedule(config.diffusion.schedule), config.diffusion.timesteps,
+                       config.diffusion.beta_start, config.diffusion.beta_end);
+}
+
+SamplerOptions sampler_options(const Config& config) {
+  SamplerOptions options;
+  options.kind = parse_sampler_kind(config.sample.sampler);
+  options.steps = config.sample.steps;
+  options.eta = config.sample.eta;
+  options.variance = parse_ddpm_variance(config.sample.ddpm_variance);
+  validate(options, config.diffusion.timesteps);
+  return options;
+}
+
+}  // namespace difftrain::trainer
