@@ -21,10 +21,15 @@ class CollectiveTimeout : public std::runtime_error {
 
 // A collective in flight. wait() returns once it is complete (then the tensor holds the result)
 // or throws CollectiveTimeout at the deadline. Must be waited on before the tensor is touched.
+// Called from the thread that launched it (or, for a backend that launches_from_any_thread(),
+// from any thread, never two at once).
 class Work {
  public:
   virtual ~Work() = default;
   virtual void wait() = 0;
+  // Non-blocking: lets the backend make progress (MPI moves data only inside MPI calls) and
+  // says whether wait() would return at once. Never throws CollectiveTimeout.
+  virtual bool is_completed() = 0;
 };
 
 // Collectives over all ranks of the job. Not thread-safe: one thread (the training loop) issues
@@ -47,6 +52,11 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual std::string backend() const = 0;
+  // Whether collectives may be launched (and waited on) from a thread other than the one that
+  // created the communicator, provided no two calls overlap. Autograd runs the backward pass of
+  // CUDA tensors on its own thread, so this decides whether gradient buckets can be launched
+  // during backward there. MPI: no (MPI_THREAD_FUNNELED); NCCL: yes.
+  virtual bool launches_from_any_thread() const { return false; }
 };
 
 // backend: "mpi" (host tensors), "nccl" (CUDA tensors) or "auto" (NCCL when the runtime's

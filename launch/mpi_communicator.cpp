@@ -38,10 +38,14 @@ void check_host_tensor(const at::Tensor& tensor, const char* op) {
   }
 }
 
-std::string describe(const char* op, const at::Tensor& tensor) {
-  char size[64];
-  std::snprintf(size, sizeof(size), "%.2f MB", tensor.numel() * tensor.element_size() / 1e6);
-  return std::string(op) + " of " + size;
+// "all_reduce_sum #12 of 4.00 MB": the sequence number tells which call of a rank's program
+// order a timeout belongs to, so that a rank that skipped one shows up as a mismatch.
+std::string describe(const char* op, uint64_t sequence, const at::Tensor& tensor) {
+  char text[96];
+  std::snprintf(text, sizeof(text), "%s #%llu of %.2f MB", op,
+                static_cast<unsigned long long>(sequence),
+                static_cast<double>(tensor.numel() * tensor.element_size()) / 1e6);
+  return text;
 }
 
 class MpiWork : public Work {
@@ -57,6 +61,12 @@ class MpiWork : public Work {
   void wait() override {
     if (request_ == MPI_REQUEST_NULL) return;
     wait_with_deadline(&request_, timeout_s_, what_, rank_, world_size_);
+  }
+  bool is_completed() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    DIFFTRAIN_MPI_CHECK(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    return done != 0;  // MPI_Test sets a completed request to MPI_REQUEST_NULL
   }
 
  private:
@@ -117,8 +127,8 @@ std::unique_ptr<Work> MpiCommunicator::all_reduce_sum_async(const at::Tensor& te
                                        static_cast<int>(tensor.numel()), mpi_type(tensor), MPI_SUM,
                                        comm_, &request));
   }
-  return std::make_unique<MpiWork>(request, tensor, describe("all_reduce_sum", tensor), timeout_s_,
-                                   rank_, world_size_);
+  return std::make_unique<MpiWork>(request, tensor, describe("all_reduce_sum", sequence_++, tensor),
+                                   timeout_s_, rank_, world_size_);
 }
 
 void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
@@ -127,14 +137,16 @@ void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
   MPI_Request request = MPI_REQUEST_NULL;
   DIFFTRAIN_MPI_CHECK(MPI_Ibcast(tensor.data_ptr(), static_cast<int>(tensor.numel()),
                                  mpi_type(tensor), root, comm_, &request));
-  wait_with_deadline(&request, timeout_s_, describe("broadcast", tensor), rank_, world_size_);
+  wait_with_deadline(&request, timeout_s_, describe("broadcast", sequence_++, tensor), rank_,
+                     world_size_);
 }
 
 void MpiCommunicator::barrier() {
   if (world_size_ == 1) return;
   MPI_Request request = MPI_REQUEST_NULL;
   DIFFTRAIN_MPI_CHECK(MPI_Ibarrier(comm_, &request));
-  wait_with_deadline(&request, timeout_s_, "barrier", rank_, world_size_);
+  wait_with_deadline(&request, timeout_s_, "barrier #" + std::to_string(sequence_++), rank_,
+                     world_size_);
 }
 
 }  // namespace difftrain::launch

@@ -4,6 +4,9 @@
 
 #include <mpi.h>
 
+#include <cstdint>
+#include <string>
+
 #include "launch/communicator.h"
 
 namespace difftrain::launch {
@@ -29,6 +32,7 @@ class MpiCommunicator : public Communicator {
   int rank_ = 0;
   int world_size_ = 1;
   double timeout_s_;
+  uint64_t sequence_ = 0;  // collectives issued so far, named in timeout messages
 };
 
 // Waits for `request`, polling so MPI makes progress, until it completes or `timeout_s` passes;

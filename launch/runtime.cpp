@@ -29,8 +29,14 @@ Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
   if (device_request != "auto" && device_request != "cpu" && device_request != "cuda") {
     throw std::runtime_error("train.device = '" + device_request + "': want auto, cpu or cuda");
   }
-  int provided = 0;
-  DIFFTRAIN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  // A test harness (or a host program) may have started MPI already; then it also ends it.
+  int initialized = 0;
+  DIFFTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = 0;
+    DIFFTRAIN_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    owns_mpi_ = true;
+  }
   g_active = true;
   // Errors come back as return codes so that the check macro can report them.
   DIFFTRAIN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
@@ -64,7 +70,7 @@ Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
 Runtime::~Runtime() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (owns_mpi_ && !finalized) MPI_Finalize();
   g_active = false;
 }
 

@@ -9,7 +9,8 @@
 namespace difftrain::launch {
 
 // One per process, created before any collective and destroyed last. Works under `mpirun`,
-// `srun --mpi=pmix` and as a plain single process (MPI singleton). Not thread-safe: MPI is
+// `srun --mpi=pmix` and as a plain single process (MPI singleton). When MPI is already up (a
+// test main), it uses it and leaves MPI_Finalize to whoever started it. Not thread-safe: MPI is
 // initialised with MPI_THREAD_FUNNELED, so only the thread that created the Runtime may call
 // MPI.
 class Runtime {
@@ -46,6 +47,7 @@ class Runtime {
   int local_size_ = 1;
   c10::Device device_{c10::kCPU};
   std::string hostname_;
+  bool owns_mpi_ = false;  // this Runtime called MPI_Init_thread, so it calls MPI_Finalize
 };
 
 }  // namespace difftrain::launch

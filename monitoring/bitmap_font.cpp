@@ -26,7 +26,7 @@ constexpr Glyph kGlyphs[] = {
 };
 
 constexpr std::array<const char*, kGlyphHeightPx> kMissingGlyph = {"###", "#.#", "#.#", "#.#",
-                                                                    "###"};
+                                                                   "###"};
 
 const std::array<const char*, kGlyphHeightPx>& glyph_rows(char c) {
   for (const Glyph& glyph : kGlyphs) {

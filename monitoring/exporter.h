@@ -13,7 +13,8 @@ class Registry;
 namespace difftrain::monitoring {
 
 // Serves `registry` at http://<bind_host>:<port>/metrics from civetweb worker threads until
-// destroyed. Keeps the registry alive for its own lifetime.
+// destroyed. Keeps the registry alive for its own lifetime. Destruction can take up to 2 s:
+// civetweb's accept loop notices the stop request only between 2 s polls.
 // Thread safety: port() may be called from any thread; construction and destruction from one.
 class Exporter {
  public:

@@ -15,10 +15,10 @@ namespace difftrain::monitoring {
 // Prometheus globs only the last path component (`/shared/targets/*.json`, not
 // `runs/*/targets.json`): write the file into one shared folder, one file per run or rank.
 // targets: "host:port" each, at least one. labels: Prometheus label names
-// ([a-zA-Z_][a-zA-Z0-9_]*) to attach to every target; don't repeat run/rank (the metrics carry
-// them). Throws std::runtime_error naming the bad target, label or path (with the OS reason).
-// Thread safety: concurrent calls for different paths are safe; for one path, the last rename
-// wins and the file is always whole.
+// ([a-zA-Z_][a-zA-Z0-9_]*) to attach to every target (e.g. cluster, job_id; the metrics
+// already carry run and rank). Throws std::runtime_error naming the bad target, label or path (with
+// the OS reason). Thread safety: concurrent calls for different paths are safe; for one path, the
+// last rename wins and the file is always whole.
 void write_file_sd(const std::string& path, const std::vector<std::string>& targets,
                    const std::map<std::string, std::string>& labels);
 

@@ -44,8 +44,10 @@ int decimals_for(double step) {
 // A label with k/M suffixes for large values, so step counts stay short.
 std::string format_linear(double value, double step, double largest) {
   if (std::abs(value) < step * 1e-6) return "0";
-  if (largest >= 1e6 && step >= 1e5) return format_fixed(value / 1e6, decimals_for(step / 1e6)) + "M";
-  if (largest >= 1e4 && step >= 1e3) return format_fixed(value / 1e3, decimals_for(step / 1e3)) + "k";
+  if (largest >= 1e6 && step >= 1e5)
+    return format_fixed(value / 1e6, decimals_for(step / 1e6)) + "M";
+  if (largest >= 1e4 && step >= 1e3)
+    return format_fixed(value / 1e3, decimals_for(step / 1e3)) + "k";
   return format_fixed(value, decimals_for(step));
 }
 
@@ -55,8 +57,10 @@ Axis linear_axis(double min, double max, int target_count) {
   const double raw = (max - min) / std::max(1, target_count);
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
   const double normalized = raw / magnitude;
-  const double step =
-      magnitude * (normalized < 1.5 ? 1 : normalized < 3 ? 2 : normalized < 7 ? 5 : 10);
+  const double step = magnitude * (normalized < 1.5 ? 1
+                                   : normalized < 3 ? 2
+                                   : normalized < 7 ? 5
+                                                    : 10);
   const double largest = std::max(std::abs(min), std::abs(max));
   for (double i = std::ceil(min / step); i * step <= max + step * 1e-9; ++i) {
     axis.ticks.push_back({i * step, format_linear(i * step, step, largest)});
@@ -151,17 +155,21 @@ std::vector<uint8_t> render_loss_curve(const std::vector<std::pair<double, doubl
   const int glyph_h = kGlyphHeightPx * scale;
   const int pad = 3 * scale;
   const int tick_len = 3 * scale;
-  const Axis y_axis = log_y ? log_axis(min_y, max_y) : linear_axis(min_y, max_y, height / (glyph_h * 5));
+  const Axis y_axis =
+      log_y ? log_axis(min_y, max_y) : linear_axis(min_y, max_y, height / (glyph_h * 5));
 
   int y_label_w = 0;
-  for (const Tick& tick : y_axis.ticks) y_label_w = std::max(y_label_w, text_width_px(tick.label, scale));
+  for (const Tick& tick : y_axis.ticks)
+    y_label_w = std::max(y_label_w, text_width_px(tick.label, scale));
   const int plot_x0 = pad + y_label_w + pad + tick_len;
-  const int plot_y0 = pad + glyph_h + pad;                    // room for the "loss" title
-  const int plot_y1 = height - 1 - (tick_len + pad + glyph_h + pad + glyph_h + pad);  // ticks, labels, "step"
-  const int plot_x1 = width - 1 - 4 * kGlyphAdvancePx * scale / 2;  // half a label overhangs
+  const int plot_y0 = pad + glyph_h + pad;  // room for the "loss" title
+  const int plot_y1 =
+      height - 1 - (tick_len + pad + glyph_h + pad + glyph_h + pad);  // ticks, labels, "step"
+  const int plot_x1 = width - 1 - 4 * kGlyphAdvancePx * scale / 2;    // half a label overhangs
   const int plot_w = plot_x1 - plot_x0;
   const int plot_h = plot_y1 - plot_y0;
-  const Axis x_axis = linear_axis(min_x, max_x, std::max(2, plot_w / (kGlyphAdvancePx * scale * 8)));
+  const Axis x_axis =
+      linear_axis(min_x, max_x, std::max(2, plot_w / (kGlyphAdvancePx * scale * 8)));
 
   auto px = [&](double x) {
     return plot_x0 + static_cast<int>(std::lround((x - min_x) / (max_x - min_x) * plot_w));

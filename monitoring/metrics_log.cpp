@@ -7,10 +7,11 @@
 
 namespace difftrain::monitoring {
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path), file_(std::fopen(path.c_str(), "a")) {
+MetricsLog::MetricsLog(const std::string& path)
+    : path_(path), file_(std::fopen(path.c_str(), "a")) {
   if (!file_) {
-    throw std::runtime_error("metrics log " + path + ": cannot open for appending: " +
-                             std::strerror(errno));
+    throw std::runtime_error("metrics log " + path +
+                             ": cannot open for appending: " + std::strerror(errno));
   }
 }
 

@@ -5,9 +5,8 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace difftrain::monitoring {
 

@@ -24,8 +24,7 @@ constexpr std::array<const char*, 4> kPhases = {"data_wait", "forward_backward",
 constexpr std::array<const char*, 4> kQuartiles = {"q1", "q2", "q3", "q4"};
 
 double unix_now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Family::Add returns the existing gauge when the labels are already present, so this creates
@@ -76,9 +75,9 @@ TrainingMetrics::TrainingMetrics(std::string run, int rank, const BuildInfo& bui
       gauge("difftrain_process_resident_memory_bytes", "Resident memory of this process.");
   device_memory_ = gauge("difftrain_device_memory_bytes", "Device memory in use by this process.");
 
-  heartbeat_ = &gauge("difftrain_heartbeat_timestamp_seconds",
-                      "Unix time this rank last showed progress.")
-                    ->Add({});
+  heartbeat_ =
+      &gauge("difftrain_heartbeat_timestamp_seconds", "Unix time this rank last showed progress.")
+           ->Add({});
   heartbeat_->Set(unix_now_s());
   gauge("difftrain_start_timestamp_seconds", "Unix time the metrics of this process were created.")
       ->Add({})

@@ -32,8 +32,10 @@ struct StepSample {
   double data_wait_s = 0, forward_backward_s = 0, allreduce_s = 0, optimizer_s = 0, step_s = 0;
   double grad_norm = 0, learning_rate = 0, ema_decay = 0;
   bool skipped_nonfinite = false;
-  std::array<double, 4> loss_by_quartile{};    // mean loss of samples whose t fell in quartile q of [0,T)
-  std::array<int64_t, 4> count_by_quartile{};  // how many samples; 0 = no sample in that quartile this step
+  std::array<double, 4>
+      loss_by_quartile{};  // mean loss of samples whose t fell in quartile q of [0,T)
+  std::array<int64_t, 4>
+      count_by_quartile{};  // how many samples; 0 = no sample in that quartile this step
 };
 
 // Histogram bucket upper bounds (seconds) shared by the step and phase histograms: 1 ms .. 60 s.
@@ -98,7 +100,8 @@ class TrainingMetrics {
   prometheus::Counter* steps_total_;
   prometheus::Counter* images_total_;
   prometheus::Counter* nonfinite_steps_total_;
-  std::array<prometheus::Histogram*, 4> phase_seconds_;  // data_wait, forward_backward, allreduce, optimizer
+  std::array<prometheus::Histogram*, 4>
+      phase_seconds_;  // data_wait, forward_backward, allreduce, optimizer
   prometheus::Histogram* step_seconds_;
 };
 

@@ -61,36 +61,47 @@ dt_log_header() {
   dt_log "command: ${DT_TRAIN_CMD[*]}"
 }
 
-# _dt_on_signal SIG: the batch shell received SIG. USR1 is our time-limit warning
-# (--signal=B:USR1@T reaches only this shell): pass it on to the ranks through srun, which
-# forwards signals to every task, and remember to requeue. TERM means Slurm itself is ending
-# the job (scancel, preemption, scontrol requeue): the ranks got their own TERM from Slurm; a
-# USR1 on top does no harm and covers a TERM sent to this shell alone.
+# _dt_on_signal SIG: the batch shell received SIG.
+# USR1 is our time-limit warning, and --signal=B:USR1@T sends it to this shell alone: pass it
+# to srun, which forwards it to every rank, and remember to requeue afterwards.
+# TERM means Slurm itself is ending the job (scancel, preemption, scontrol requeue) and has
+# sent TERM to every rank as well: only remember it; a second signal on top could hit a rank
+# (or its helper processes) in the middle of writing the checkpoint.
 _dt_on_signal() {
-  local sig=$1
-  case "${sig}" in
+  case "$1" in
     USR1)
       DT_GOT_USR1=1
       dt_log "SIGUSR1: time limit near; asking the ranks to checkpoint and stop"
+      if [[ -n "${DT_STEP_PID:-}" ]]; then
+        kill -USR1 "${DT_STEP_PID}" 2>/dev/null || true
+      fi
       ;;
     TERM)
       DT_GOT_TERM=1
-      dt_log "SIGTERM: Slurm is ending this job; the ranks checkpoint and stop"
+      dt_log "SIGTERM: Slurm is ending this job; the ranks checkpoint on their own SIGTERM"
       ;;
   esac
-  if [[ -n "${DT_STEP_PID:-}" ]]; then
-    kill -USR1 "${DT_STEP_PID}" 2>/dev/null || true
-  fi
 }
 
-# dt_run_step CMD...: run the srun command in the background (so that traps run while it
-# does), wait for it, and set DT_STEP_RC to its exit status.
-dt_run_step() {
+# dt_install_traps: catch USR1 and TERM from here on. Called first thing, so a signal that
+# comes before the ranks start is recorded instead of killing the batch shell.
+dt_install_traps() {
   DT_GOT_USR1=0
   DT_GOT_TERM=0
   DT_STEP_PID=
   trap '_dt_on_signal USR1' USR1
   trap '_dt_on_signal TERM' TERM
+}
+
+# dt_run_step CMD...: run the srun command in the background (so that traps run while it
+# does), wait for it, and set DT_STEP_RC to its exit status. A signal already received means
+# the job is ending: the ranks are not started at all.
+dt_run_step() {
+  DT_STEP_RC=0
+  if ((DT_GOT_USR1 || DT_GOT_TERM)); then
+    dt_log "signalled before the ranks started; not starting them"
+    return 0
+  fi
   "$@" &
   DT_STEP_PID=$!
   # A trapped signal interrupts `wait`; keep waiting until the step has really ended, then
@@ -98,22 +109,21 @@ dt_run_step() {
   while kill -0 "${DT_STEP_PID}" 2>/dev/null; do
     wait "${DT_STEP_PID}" || true
   done
-  DT_STEP_RC=0
   wait "${DT_STEP_PID}" || DT_STEP_RC=$?
 }
 
 # dt_finish: decide how this start of the job ends: failure, stop, requeue or done.
 dt_finish() {
   local restarts=${SLURM_RESTART_COUNT:-0}
-  if ((DT_STEP_RC != 0)); then
-    dt_log "training step failed with exit status ${DT_STEP_RC}; not requeueing"
-    exit "${DT_STEP_RC}"
-  fi
   if ((DT_GOT_TERM)); then
     # Slurm requeues a preempted or `scontrol requeue`d job by itself (--requeue); a
     # cancelled job stays cancelled. Requeueing here would undo a user's scancel.
-    dt_log "ranks stopped after SIGTERM; leaving requeue to Slurm"
-    exit 0
+    dt_log "ranks stopped (exit status ${DT_STEP_RC}) after SIGTERM; leaving requeue to Slurm"
+    exit "${DT_STEP_RC}"
+  fi
+  if ((DT_STEP_RC != 0)); then
+    dt_log "training step failed with exit status ${DT_STEP_RC}; not requeueing"
+    exit "${DT_STEP_RC}"
   fi
   if ((DT_GOT_USR1)); then
     if ((restarts >= DIFFTRAIN_MAX_RESTARTS)); then

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "data/file_util.h"
 #include "data/sha256.h"
@@ -157,10 +158,31 @@ std::string CheckpointStore::path_for_step(int64_t step) const {
   return directory() + "/" + name;
 }
 
+// Writes `bytes` to a temporary file and publishes it. DIFFTRAIN_TEST_CHECKPOINT_DELAY_S (tests
+// only) pauses half-way through the write, so a test can kill the writer mid-checkpoint.
+void write_checkpoint_file(const std::string& path, const std::string& bytes) {
+  const char* delay = std::getenv("DIFFTRAIN_TEST_CHECKPOINT_DELAY_S");
+  if (delay == nullptr) {
+    data::write_file_atomic(path, bytes);
+    return;
+  }
+  const std::string temp = data::temp_path_for(path);
+  {
+    std::ofstream out(temp, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+    out.flush();
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(delay)));
+    out.write(bytes.data() + bytes.size() / 2,
+              static_cast<std::streamsize>(bytes.size() - bytes.size() / 2));
+    if (!out) throw CheckpointError("checkpoint " + path + ": write failed");
+  }
+  data::publish_file(temp, path);
+}
+
 std::string CheckpointStore::commit(int64_t step, const std::string& bytes) const {
   std::filesystem::create_directories(directory());
   const std::string path = path_for_step(step);
-  data::write_file_atomic(path, bytes);
+  write_checkpoint_file(path, bytes);
   data::write_file_atomic(directory() + "/LATEST",
                           std::filesystem::path(path).filename().string() + "\n");
   return path;
@@ -173,6 +195,67 @@ std::optional<std::string> CheckpointStore::latest() const {
   std::getline(in, name);
   if (name.empty()) return std::nullopt;
   return directory() + "/" + name;
+}
+
+int64_t checkpoint_step(const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  if (name.size() < 11 || name.rfind("step-", 0) != 0 || name.substr(name.size() - 5) != ".ckpt") {
+    return -1;
+  }
+  const std::string digits = name.substr(5, name.size() - 10);
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+std::vector<std::string> CheckpointStore::prune(int64_t keep, int64_t keep_every) const {
+  const auto files = list();
+  const auto latest_path = latest();
+  std::vector<std::string> deleted;
+  const int64_t excess = static_cast<int64_t>(files.size()) - keep;
+  for (int64_t i = 0; i < excess; ++i) {
+    const std::string& file = files[static_cast<size_t>(i)];
+    const int64_t step = checkpoint_step(file);
+    if (keep_every > 0 && step % keep_every == 0) continue;
+    if (latest_path && std::filesystem::equivalent(*latest_path, file)) continue;
+    std::error_code error;
+    if (std::filesystem::remove(file, error)) deleted.push_back(file);
+  }
+  return deleted;
+}
+
+int CheckpointStore::remove_stale_temp_files() const {
+  int removed = 0;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory(), error)) {
+    if (entry.path().filename().string().find(".tmp-") != std::string::npos) {
+      std::filesystem::remove(entry.path(), error);
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+std::optional<LoadedCheckpoint> CheckpointStore::open_newest_good(
+    const c10::Device& device, const std::function<void(const std::string&)>& on_bad) const {
+  std::vector<std::string> candidates;
+  if (const auto named = latest()) candidates.push_back(*named);
+  auto files = list();
+  std::reverse(files.begin(), files.end());
+  for (const auto& f : files) {
+    if (candidates.empty() || f != candidates.front()) candidates.push_back(f);
+  }
+  if (candidates.empty()) return std::nullopt;
+  std::string tried;
+  for (const auto& path : candidates) {
+    try {
+      return LoadedCheckpoint::open(path, device);
+    } catch (const CheckpointError& e) {
+      on_bad(e.what());
+      tried += (tried.empty() ? "" : ", ") + path;
+    }
+  }
+  throw CheckpointError(directory() + ": no loadable checkpoint (tried " + tried +
+                        "); move the bad files away to start over");
 }
 
 std::vector<std::string> CheckpointStore::list() const {

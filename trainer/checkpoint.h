@@ -6,6 +6,7 @@
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -58,6 +59,9 @@ class LoadedCheckpoint {
   torch::serialize::InputArchive archive_;
 };
 
+// Step number of a ".../step-<N>.ckpt" path; -1 when the name does not match.
+int64_t checkpoint_step(const std::string& path);
+
 // run_dir/checkpoints/: step-<N>.ckpt files and the LATEST pointer. Only rank 0 writes.
 class CheckpointStore {
  public:
@@ -73,6 +77,16 @@ class CheckpointStore {
   std::optional<std::string> latest() const;
   // Checkpoint files present, oldest step first.
   std::vector<std::string> list() const;
+  // Deletes checkpoints beyond the newest `keep`, except steps that are multiples of
+  // `keep_every` (> 0) and the file LATEST names. Returns the deleted paths.
+  std::vector<std::string> prune(int64_t keep, int64_t keep_every) const;
+  // Removes temporary files a killed writer left behind. Returns how many.
+  int remove_stale_temp_files() const;
+  // Opens the newest checkpoint that loads: LATEST first, then the others newest first. A bad
+  // file is reported through `on_bad` and skipped. nullopt when the store holds no checkpoint;
+  // CheckpointError when it holds some but none loads.
+  std::optional<LoadedCheckpoint> open_newest_good(
+      const c10::Device& device, const std::function<void(const std::string&)>& on_bad) const;
 
  private:
   std::string run_dir_;

@@ -190,6 +190,31 @@ std::vector<ConfigKey> build_keys() {
       "`auto` (CUDA when present, else CPU), `cpu` or `cuda`; rank r uses cuda:(local rank).",
       [](Config& c) -> auto& { return c.train.device; },
       [](const Config& c) { return one_of(c.train.device, {"auto", "cpu", "cuda"}); }));
+  k.push_back(make_key<int64_t>("train.grad_accum_steps", "int",
+      "Micro-batches per optimizer step; gradients are all-reduced only on the last one.",
+      [](Config& c) -> auto& { return c.train.grad_accum_steps; },
+      [](const Config& c) { return c.train.grad_accum_steps >= 1 ? "" : "must be >= 1"; }));
+  k.push_back(make_key<std::string>("train.precision", "string",
+      "`fp32`, or `bf16` (autocast of the U-Net forward on CUDA; fp32 master weights and "
+      "all-reduce).",
+      [](Config& c) -> auto& { return c.train.precision; },
+      [](const Config& c) { return one_of(c.train.precision, {"fp32", "bf16"}); }));
+  k.push_back(make_key<int64_t>("train.max_bad_steps", "int",
+      "Consecutive non-finite steps (skipped, counted) before the run stops with an error.",
+      [](Config& c) -> auto& { return c.train.max_bad_steps; },
+      [](const Config& c) { return c.train.max_bad_steps >= 1 ? "" : "must be >= 1"; }));
+  k.push_back(make_key<std::string>("train.time_limit", "string",
+      "Wall-clock budget of this process (`[D-]HH:MM:SS` or seconds; empty = none): at the "
+      "limit it checkpoints and exits 0, like on SIGTERM/SIGUSR1.",
+      [](Config& c) -> auto& { return c.train.time_limit; },
+      [](const Config& c) -> std::string {
+        try {
+          parse_time_limit_s(c.train.time_limit);
+        } catch (const std::exception& e) {
+          return e.what();
+        }
+        return "";
+      }));
   // ema
   k.push_back(make_key<double>("ema.decay", "float",
       "EMA decay of the weights used for sampling (warm-up: min(decay, (1+s)/(10+s))).",
@@ -200,6 +225,18 @@ std::vector<ConfigKey> build_keys() {
       "Write a checkpoint every this many steps (and always at the end).",
       [](Config& c) -> auto& { return c.checkpoint.every_steps; },
       [](const Config& c) { return c.checkpoint.every_steps >= 1 ? "" : "must be >= 1"; }));
+  k.push_back(make_key<double>("checkpoint.every_minutes", "float",
+      "Also write a checkpoint when this many minutes passed since the last one (0 = off).",
+      [](Config& c) -> auto& { return c.checkpoint.every_minutes; },
+      [](const Config& c) { return non_negative(c.checkpoint.every_minutes); }));
+  k.push_back(make_key<int64_t>("checkpoint.keep", "int",
+      "Keep the newest this many checkpoints (older ones are deleted after a new one is safe).",
+      [](Config& c) -> auto& { return c.checkpoint.keep; },
+      [](const Config& c) { return c.checkpoint.keep >= 1 ? "" : "must be >= 1"; }));
+  k.push_back(make_key<int64_t>("checkpoint.keep_every", "int",
+      "Also keep every checkpoint whose step is a multiple of this (0 = none).",
+      [](Config& c) -> auto& { return c.checkpoint.keep_every; },
+      [](const Config& c) { return non_negative(static_cast<double>(c.checkpoint.keep_every)); }));
   // sample
   k.push_back(make_key<std::string>("sample.sampler", "string",
       "Sampler for the end-of-run grid: `ddpm` or `ddim`.",
@@ -225,6 +262,26 @@ std::vector<ConfigKey> build_keys() {
   k.push_back(make_key<int64_t>("sample.seed", "int", "Seed of the end-of-run grid.",
       [](Config& c) -> auto& { return c.sample.seed; },
       [](const Config& c) { return non_negative(static_cast<double>(c.sample.seed)); }));
+  // monitoring
+  k.push_back(make_key<int64_t>("monitoring.port", "int",
+      "Prometheus /metrics port of each rank: base port + local rank; 0 = any free port; "
+      "-1 = no exporter.",
+      [](Config& c) -> auto& { return c.monitoring.port; },
+      [](const Config& c) { return c.monitoring.port >= -1 && c.monitoring.port <= 65535
+                                ? "" : "must be in [-1, 65535]"; }));
+  k.push_back(make_key<std::string>("monitoring.bind", "string",
+      "Address the exporters listen on (`0.0.0.0`: reachable by a cluster Prometheus).",
+      [](Config& c) -> auto& { return c.monitoring.bind; },
+      [](const Config& c) { return c.monitoring.bind.empty() ? "must not be empty" : ""; }));
+  k.push_back(make_key<std::string>("monitoring.targets_file", "string",
+      "Prometheus file_sd JSON listing every rank's host:port (empty = "
+      "<run dir>/prometheus-targets.json).",
+      [](Config& c) -> auto& { return c.monitoring.targets_file; },
+      [](const Config&) { return std::string(); }));
+  k.push_back(make_key<std::string>("monitoring.run_name", "string",
+      "Value of the `run` label on every metric (empty = the run directory's name).",
+      [](Config& c) -> auto& { return c.monitoring.run_name; },
+      [](const Config&) { return std::string(); }));
   // dist
   k.push_back(make_key<std::string>("dist.backend", "string",
       "Gradient all-reduce backend: `auto` (NCCL on CUDA, else MPI), `mpi` or `nccl`.",
@@ -311,6 +368,42 @@ Config parse_into(const std::string& yaml_text, const std::string& origin,
 }
 
 }  // namespace
+
+double parse_time_limit_s(const std::string& text) {
+  if (text.empty()) return 0.0;
+  const std::string bad = "'" + text + "' is not a time ([D-]HH:MM:SS, MM:SS or seconds)";
+  std::string rest = text;
+  double days = 0;
+  const auto dash = rest.find('-');
+  try {
+    if (dash != std::string::npos) {
+      days = std::stod(rest.substr(0, dash));
+      rest = rest.substr(dash + 1);
+    }
+    std::vector<double> parts;
+    size_t start = 0;
+    while (true) {
+      const auto colon = rest.find(':', start);
+      size_t used = 0;
+      const std::string piece = rest.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      parts.push_back(std::stod(piece, &used));
+      if (used != piece.size()) throw std::invalid_argument(bad);
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    if (parts.size() > 3) throw std::invalid_argument(bad);
+    double seconds = 0;
+    for (double p : parts) {
+      if (p < 0) throw std::invalid_argument(bad);
+      seconds = seconds * 60 + p;
+    }
+    const double total = days * 86400 + seconds;
+    if (!(total > 0)) throw std::invalid_argument(bad);
+    return total;
+  } catch (const std::exception&) {
+    throw std::runtime_error(bad);
+  }
+}
 
 const std::vector<ConfigKey>& config_keys() {
   static const std::vector<ConfigKey> keys = build_keys();

@@ -48,12 +48,19 @@ struct Config {
     int64_t threads = 0;
     double log_interval_s = 5.0;
     std::string device = "auto";
+    int64_t grad_accum_steps = 1;
+    std::string precision = "fp32";
+    int64_t max_bad_steps = 10;
+    std::string time_limit;
   } train;
   struct Ema {
     double decay = 0.9999;
   } ema;
   struct Checkpoint {
     int64_t every_steps = 1000;
+    double every_minutes = 30.0;
+    int64_t keep = 3;
+    int64_t keep_every = 0;
   } checkpoint;
   struct Sample {
     std::string sampler = "ddim";
@@ -63,6 +70,12 @@ struct Config {
     int64_t n = 64;
     int64_t seed = 0;
   } sample;
+  struct Monitoring {
+    int64_t port = 0;
+    std::string bind = "0.0.0.0";
+    std::string targets_file;
+    std::string run_name;
+  } monitoring;
   struct Dist {
     std::string backend = "auto";
     double bucket_mb = 25.0;
@@ -93,6 +106,9 @@ Config parse_config(const std::string& yaml_text, const std::string& origin);
 
 // The resolved config as YAML with every key (what `train` writes to run-dir/config.yaml).
 std::string to_yaml(const Config& config);
+
+// "[D-]HH:MM:SS", "MM:SS" or plain seconds → seconds; "" → 0 (no limit). Throws on bad text.
+double parse_time_limit_s(const std::string& text);
 
 // Markdown table of all keys with defaults and documentation (README source of truth).
 std::string config_markdown_table();

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "data/dataset.h"
 #include "data/distributed_sampler.h"
@@ -19,8 +20,10 @@
 #include "trainer/ema.h"
 #include "trainer/image_grid.h"
 #include "trainer/model_builder.h"
+#include "trainer/resume.h"
 #include "trainer/rng.h"
 #include "trainer/step_noise.h"
+#include "trainer/stop_signal.h"
 #include "trainer/version.h"
 
 namespace difftrain::trainer {
@@ -34,14 +37,12 @@ double seconds_since(Clock::time_point start) {
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(seconds);
+  const auto s = static_cast<long long>(seconds);
   char text[32];
   if (s >= 3600) {
-    std::snprintf(text, sizeof(text), "%lldh%02lldm", static_cast<long long>(s / 3600),
-                  static_cast<long long>(s % 3600 / 60));
+    std::snprintf(text, sizeof(text), "%lldh%02lldm", s / 3600, s % 3600 / 60);
   } else {
-    std::snprintf(text, sizeof(text), "%lldm%02llds", static_cast<long long>(s / 60),
-                  static_cast<long long>(s % 60));
+    std::snprintf(text, sizeof(text), "%lldm%02llds", s / 60, s % 60);
   }
   return text;
 }
@@ -60,35 +61,8 @@ void broadcast_module(launch::Communicator& comm, torch::nn::Module& module) {
   }
 }
 
-// Refuses a checkpoint whose model or data shape differs from the config's; logs other changes.
-void check_resume_compatible(const Config& now, const Config& then, const std::string& path) {
-  auto section = [](const Config& c) {
-    return std::vector<std::string>{
-        std::to_string(c.model.in_channels), std::to_string(c.model.image_size),
-        std::to_string(c.model.channels), std::to_string(c.model.num_res_blocks),
-        std::to_string(c.model.channel_mult.size()),
-        std::to_string(c.model.attention_resolutions.size())};
-  };
-  if (section(now) != section(then) || now.model.channel_mult != then.model.channel_mult ||
-      now.model.attention_resolutions != then.model.attention_resolutions) {
-    throw CheckpointError("checkpoint " + path +
-                          ": was written for a different model (model.* keys differ from the "
-                          "config); resume with the original model settings or use a new run dir");
-  }
-  if (now.diffusion.timesteps != then.diffusion.timesteps ||
-      now.diffusion.schedule != then.diffusion.schedule) {
-    throw CheckpointError("checkpoint " + path + ": was written with diffusion." +
-                          then.diffusion.schedule + "/T=" +
-                          std::to_string(then.diffusion.timesteps) +
-                          ", the config asks for a different schedule");
-  }
-  if (now.train.lr != then.train.lr) {
-    spdlog::info("resume: train.lr changed from {} to {}", then.train.lr, now.train.lr);
-  }
-  if (now.train.steps != then.train.steps) {
-    spdlog::info("resume: train.steps changed from {} to {}", then.train.steps, now.train.steps);
-  }
-}
+// Flags every rank contributes to once per step; summed over ranks.
+enum Flag : int64_t { kStop = 0, kLog = 1, kCheckpoint = 2, kFlagCount = 3 };
 
 }  // namespace
 
@@ -108,8 +82,12 @@ TrainResult Trainer::run() {
   const int rank = control_.rank();
   const int world = control_.world_size();
   const int64_t batch = cfg.train.batch_size;
-  const int64_t global_batch = batch * world;
+  const int64_t accum = cfg.train.grad_accum_steps;
+  const int64_t micro_global_batch = batch * world;  // images per micro-step over all ranks
+  const int64_t global_batch = micro_global_batch * accum;  // images per optimizer step
   const auto seed = static_cast<uint64_t>(cfg.train.seed);
+  const double time_limit_s = parse_time_limit_s(cfg.train.time_limit);
+  const auto run_start = Clock::now();
 
   // Open the dataset and check it against the model's image shape (on every rank, so that a
   // bad input is reported before any collective).
@@ -123,7 +101,7 @@ TrainResult Trainer::run() {
         std::to_string(cfg.model.image_size) +
         "] (model.in_channels, model.image_size); re-run prepare with --pad-to or set the keys");
   }
-  data::DistributedSampler sampler(dataset.size(), global_batch, seed);
+  data::DistributedSampler sampler(dataset.size(), micro_global_batch, seed);
 
   // Build the model identically everywhere, then make rank 0's weights everyone's.
   torch::manual_seed(derive_seed(seed, kInitPurpose, 0, 0));
@@ -142,39 +120,58 @@ TrainResult Trainer::run() {
   Ema ema(*model, cfg.ema.decay);
   CheckpointStore store(options_.run_dir);
 
-  // Resume from the newest checkpoint of the run directory, or an explicit file.
+  // Resume from the newest good checkpoint of the run directory, or an explicit file.
   int64_t start_step = 0;
-  std::optional<std::string> resume_path;
+  std::optional<LoadedCheckpoint> checkpoint;
   if (options_.resume == "auto") {
-    resume_path = store.latest();
-  } else if (options_.resume != "never") {
-    resume_path = options_.resume;
+    checkpoint = store.open_newest_good(device_, [](const std::string& problem) {
+      spdlog::warn("skipping bad checkpoint: {}", problem);
+    });
+  } else if (options_.resume == "never") {
+    if (!store.list().empty()) {
+      throw std::runtime_error("--resume never: " + store.directory() +
+                               " already holds checkpoints; use --resume auto or a new --run-dir");
+    }
+  } else {
+    checkpoint = LoadedCheckpoint::open(options_.resume, device_);
   }
-  if (resume_path) {
-    LoadedCheckpoint checkpoint = LoadedCheckpoint::open(*resume_path, device_);
-    check_resume_compatible(cfg, parse_config(checkpoint.info().config_yaml, *resume_path),
-                            *resume_path);
-    checkpoint.load_model(*model);
-    if (checkpoint.has_ema()) checkpoint.load_ema(ema);
-    if (checkpoint.has_optimizer()) checkpoint.load_optimizer(optimizer);
-    start_step = checkpoint.info().step;
-    spdlog::info("resumed from {} at step {} (written by {} ranks)", *resume_path, start_step,
-                 checkpoint.info().world_size);
+  if (checkpoint) {
+    const auto& info = checkpoint->info();
+    check_resume_compatible(cfg, parse_config(info.config_yaml, checkpoint->path()),
+                            checkpoint->path(), global_batch, info.global_batch, world,
+                            info.world_size);
+    checkpoint->load_model(*model);
+    if (checkpoint->has_ema()) checkpoint->load_ema(ema);
+    if (checkpoint->has_optimizer()) checkpoint->load_optimizer(optimizer);
+    start_step = info.step;
+    spdlog::info("resumed from {} at step {} (written by {} ranks)", checkpoint->path(), start_step,
+                 info.world_size);
+    checkpoint.reset();
   }
 
   if (rank == 0) {
     std::filesystem::create_directories(options_.run_dir + "/samples");
+    std::filesystem::create_directories(store.directory());
+    const int stale = store.remove_stale_temp_files();
+    if (stale > 0) spdlog::info("removed {} temporary file(s) of an interrupted checkpoint", stale);
     data::write_file_atomic(options_.run_dir + "/config.yaml", to_yaml(cfg));
   }
   control_.barrier();
 
-  spdlog::info("{} parameters, {} images in {}, global batch {} ({} per rank x {} ranks), "
-               "{} steps per epoch, device {}, {} threads",
+  spdlog::info("{} parameters, {} images in {}, global batch {} ({} per rank x {} ranks x {} "
+               "micro-steps), {} steps per epoch, device {}, {} threads",
                parameter_count(*model), dataset.size(), cfg.data.dir, global_batch, batch, world,
-               sampler.steps_per_epoch(), device_.str(), at::get_num_threads());
+               accum, sampler.steps_per_epoch() / accum, device_.str(), at::get_num_threads());
 
-  auto write_checkpoint = [&](int64_t step) -> std::string {
-    std::string path;
+  TrainResult result;
+  result.first_step = start_step;
+  result.final_step = start_step;
+  auto last_checkpoint_time = Clock::now();
+  int64_t last_checkpoint_step = start_step > 0 ? start_step : -1;
+
+  // Collective: every rank calls this, in the same order. Rank 0 writes; all wait for it, so
+  // no rank exits (or gets killed) before the checkpoint is safe.
+  auto write_checkpoint = [&](int64_t step) {
     if (rank == 0) {
       const auto start = Clock::now();
       CheckpointInfo info;
@@ -183,114 +180,161 @@ TrainResult Trainer::run() {
       info.global_batch = global_batch;
       info.config_yaml = to_yaml(cfg);
       info.versions = version_string();
-      path = store.commit(step, encode_checkpoint(info, *model, &ema, &optimizer));
-      spdlog::info("checkpoint {} written in {:.2f} s", path, seconds_since(start));
+      result.checkpoint_path = store.commit(step, encode_checkpoint(info, *model, &ema, &optimizer));
+      spdlog::info("checkpoint {} written in {:.2f} s", result.checkpoint_path, seconds_since(start));
+      for (const auto& old : store.prune(cfg.checkpoint.keep, cfg.checkpoint.keep_every)) {
+        spdlog::info("deleted old checkpoint {}", old);
+      }
     }
-    return path;
+    control_.barrier();
+    last_checkpoint_step = step;
+    last_checkpoint_time = Clock::now();
   };
 
-  TrainResult result;
-  result.first_step = start_step;
-  result.final_step = start_step;
   model->train();
-  data::Prefetcher prefetcher(dataset, sampler, rank, world, start_step,
+  data::Prefetcher prefetcher(dataset, sampler, rank, world, start_step * accum,
                               static_cast<int>(cfg.data.prefetch_batches));
   const std::vector<int64_t> sample_shape = {shape.channels, shape.height, shape.width};
 
   // Interval statistics, reset at each progress line.
   at::Tensor interval_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
-  int64_t interval_steps = 0;
+  int64_t interval_steps = 0, interval_good_steps = 0, bad_in_a_row = 0;
   double t_data = 0, t_forward_backward = 0, t_reduce = 0, t_optimizer = 0;
   auto interval_start = Clock::now();
-  const auto run_start = Clock::now();
-  int64_t last_checkpoint_step = start_step;
 
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
-    // Fetch this rank's slice of the global batch.
-    auto phase = Clock::now();
-    data::Batch host_batch = prefetcher.next();
-    at::Tensor x0 = torch::from_blob(host_batch.images.data(),
-                                     {batch, shape.channels, shape.height, shape.width}, torch::kByte)
-                        .to(device_)
-                        .to(torch::kFloat)
-                        .div_(127.5)
-                        .sub_(1.0);
-    StepNoise noise = draw_step_noise(seed, step, rank * batch, batch, schedule.timesteps(),
-                                      sample_shape);
-    at::Tensor t = noise.timesteps.to(device_);
-    at::Tensor eps = noise.eps.to(device_);
-    t_data += seconds_since(phase);
-
-    // Forward process, prediction and loss; dropout draws from (seed, step, rank).
-    phase = Clock::now();
-    torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
-                                   static_cast<uint64_t>(rank)));
     reducer.zero_grad();
-    at::Tensor x_t = schedule.q_sample(x0, t, eps);
-    at::Tensor loss = eps_mse_loss(model->forward(x_t, t), eps);
-    loss.backward();
-    t_forward_backward += seconds_since(phase);
+    at::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      // Fetch this rank's slice of the micro-step's global batch, and its noise.
+      auto phase = Clock::now();
+      data::Batch host_batch = prefetcher.next();
+      at::Tensor x0 = torch::from_blob(host_batch.images.data(),
+                                       {batch, shape.channels, shape.height, shape.width},
+                                       torch::kByte)
+                          .to(device_)
+                          .to(torch::kFloat)
+                          .div_(127.5)
+                          .sub_(1.0);
+      const int64_t first_position = micro * micro_global_batch + rank * batch;
+      StepNoise noise = draw_step_noise(seed, step, first_position, batch, schedule.timesteps(),
+                                        sample_shape);
+      at::Tensor t = noise.timesteps.to(device_);
+      at::Tensor eps = noise.eps.to(device_);
+      t_data += seconds_since(phase);
+
+      // Forward process, prediction, loss, backward; dropout draws from (seed, step, position).
+      phase = Clock::now();
+      torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
+                                     static_cast<uint64_t>(first_position)));
+      at::Tensor x_t = schedule.q_sample(x0, t, eps);
+      at::Tensor loss = eps_mse_loss(model->forward(x_t, t), eps);
+      reducer.prepare_for_backward(micro + 1 == accum);
+      (loss / static_cast<double>(accum)).backward();
+      step_loss += loss.detach() / static_cast<double>(accum);
+      t_forward_backward += seconds_since(phase);
+    }
 
     // Average gradients over ranks.
-    phase = Clock::now();
+    auto phase = Clock::now();
     reducer.reduce();
     t_reduce += seconds_since(phase);
 
-    // Clip, step, update the EMA.
+    // Clip; skip the update if the gradient is not finite (the same decision on every rank,
+    // since every rank holds the same averaged gradient).
     phase = Clock::now();
-    if (cfg.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, cfg.train.grad_clip);
-    const double lr = learning_rate_at(cfg, step);
-    for (auto& group : optimizer.param_groups()) {
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        parameters, cfg.train.grad_clip > 0 ? cfg.train.grad_clip
+                                            : std::numeric_limits<double>::infinity());
+    if (!std::isfinite(grad_norm)) {
+      ++result.skipped_steps;
+      ++bad_in_a_row;
+      spdlog::warn("step {}: non-finite gradient norm ({}), local loss {}; update skipped ({} in a row)",
+                   step + 1, grad_norm, step_loss.item<double>(), bad_in_a_row);
+      if (bad_in_a_row >= cfg.train.max_bad_steps) {
+        throw std::runtime_error(
+            "step " + std::to_string(step + 1) + ": " + std::to_string(bad_in_a_row) +
+            " non-finite steps in a row (train.max_bad_steps) on rank " + std::to_string(rank) +
+            "; stopping with the last good checkpoint untouched (lower train.lr?)");
+      }
+    } else {
+      // Step the optimizer at this step's learning rate, then update the EMA.
+      bad_in_a_row = 0;
+      const double lr = learning_rate_at(cfg, step);
+      for (auto& group : optimizer.param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      }
+      optimizer.step();
+      ema.update(*model);
+      interval_loss += step_loss.to(torch::kDouble);
+      ++interval_good_steps;
     }
-    optimizer.step();
-    ema.update(*model);
-    interval_loss += loss.detach().to(torch::kDouble);
     ++interval_steps;
     t_optimizer += seconds_since(phase);
     result.final_step = step + 1;
 
-    // Agree on whether to log: rank 0 decides by the clock, everyone learns it.
+    // Agree on stopping, logging and time-based checkpoints: any rank may have received a stop
+    // signal; rank 0 decides by its clock.
     const bool last = step + 1 == cfg.train.steps;
-    at::Tensor flags = torch::zeros({1}, torch::kLong);
-    if (rank == 0 && (last || seconds_since(interval_start) >= cfg.train.log_interval_s)) {
-      flags[0] = 1;
+    at::Tensor flags = torch::zeros({kFlagCount}, torch::kLong);
+    auto* f = flags.data_ptr<int64_t>();
+    if (stop_signal_received() != 0) f[kStop] = 1;
+    if (rank == 0) {
+      if (time_limit_s > 0 && seconds_since(run_start) >= time_limit_s) f[kStop] = 2;
+      if (last || seconds_since(interval_start) >= cfg.train.log_interval_s) f[kLog] = 1;
+      if (cfg.checkpoint.every_minutes > 0 &&
+          seconds_since(last_checkpoint_time) >= cfg.checkpoint.every_minutes * 60) {
+        f[kCheckpoint] = 1;
+      }
     }
     control_.all_reduce_sum(flags);
-    if (flags[0].item<int64_t>() > 0) {
-      at::Tensor sums = torch::tensor({interval_loss.item<double>(), static_cast<double>(interval_steps)},
-                                      torch::kDouble);
+
+    if (f[kLog] > 0 || f[kStop] > 0) {
+      // Progress line with the mean loss over all ranks since the last line.
+      at::Tensor sums = torch::tensor({interval_loss.item<double>(),
+                                       static_cast<double>(interval_good_steps)}, torch::kDouble);
       control_.all_reduce_sum(sums);
-      const double mean_loss = sums[0].item<double>() / sums[1].item<double>();
+      const double mean_loss = sums[0].item<double>() / std::max(1.0, sums[1].item<double>());
       const double elapsed = seconds_since(interval_start);
-      const double images_per_s = static_cast<double>(interval_steps * global_batch) / elapsed;
       const double step_s = elapsed / static_cast<double>(interval_steps);
-      const double eta_s = step_s * static_cast<double>(cfg.train.steps - step - 1);
       const double ms = 1000.0 / static_cast<double>(interval_steps);
-      if (rank == 0) spdlog::info(
-          "step {}/{} epoch {:.2f} loss {:.4f} | {:.1f} img/s | {:.0f} ms/step (data {:.0f}, "
-          "fwd+bwd {:.0f}, allreduce {:.0f}, opt {:.0f}) | lr {:.2e} | ETA {}",
-          step + 1, cfg.train.steps,
-          static_cast<double>((step + 1) * global_batch) / static_cast<double>(dataset.size()),
-          mean_loss, images_per_s, step_s * 1000, t_data * ms, t_forward_backward * ms,
-          t_reduce * ms, t_optimizer * ms, lr, format_duration(eta_s));
+      if (rank == 0) {
+        spdlog::info(
+            "step {}/{} epoch {:.2f} loss {:.4f} | {:.1f} img/s | {:.0f} ms/step (data {:.0f}, "
+            "fwd+bwd {:.0f}, allreduce {:.0f}, opt {:.0f}) | lr {:.2e} | skipped {} | ETA {}",
+            step + 1, cfg.train.steps,
+            static_cast<double>((step + 1) * global_batch) / static_cast<double>(dataset.size()),
+            mean_loss, static_cast<double>(interval_steps * global_batch) / elapsed, step_s * 1000,
+            t_data * ms, t_forward_backward * ms, t_reduce * ms, t_optimizer * ms,
+            learning_rate_at(cfg, step), result.skipped_steps,
+            format_duration(step_s * static_cast<double>(cfg.train.steps - step - 1)));
+      }
       result.last_loss = mean_loss;
       interval_loss.zero_();
-      interval_steps = 0;
+      interval_steps = interval_good_steps = 0;
       t_data = t_forward_backward = t_reduce = t_optimizer = 0;
       interval_start = Clock::now();
     }
 
-    if ((step + 1) % cfg.checkpoint.every_steps == 0 && !last) {
+    // Stop on a signal or the time limit: checkpoint this step and leave.
+    if (f[kStop] > 0) {
+      const int signal = stop_signal_received();
+      result.stop_reason = signal != 0 ? signal_name(signal)
+                                       : (f[kStop] >= 2 ? "train.time_limit" : "a stop signal on another rank");
       write_checkpoint(step + 1);
-      last_checkpoint_step = step + 1;
+      spdlog::info("stopping at step {} ({}): checkpoint written; run the same command to resume",
+                   step + 1, result.stop_reason);
+      return result;
+    }
+    if (!last && ((step + 1) % cfg.checkpoint.every_steps == 0 || f[kCheckpoint] > 0)) {
+      write_checkpoint(step + 1);
     }
   }
 
   // Final checkpoint and a sample grid from the EMA weights.
-  if (last_checkpoint_step != result.final_step || !store.latest()) {
-    result.checkpoint_path = write_checkpoint(result.final_step);
-  } else if (rank == 0) {
+  if (last_checkpoint_step != result.final_step) {
+    write_checkpoint(result.final_step);
+  } else if (rank == 0 && store.latest()) {
     result.checkpoint_path = *store.latest();
   }
   if (rank == 0 && options_.write_samples) {

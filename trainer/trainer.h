@@ -22,6 +22,8 @@ struct TrainResult {
   double last_loss = 0;         // mean loss over all ranks in the last log interval
   std::string checkpoint_path;  // the final checkpoint (rank 0)
   std::string samples_path;     // the final sample grid (rank 0; empty on other ranks)
+  std::string stop_reason;      // non-empty when the run stopped early: "SIGTERM", "time limit"
+  int64_t skipped_steps = 0;    // non-finite steps skipped
 };
 
 struct TrainerOptions {

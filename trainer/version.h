@@ -9,5 +9,7 @@ namespace difftrain::trainer {
 std::string version_string();
 std::string difftrain_version();
 std::string torch_version();
+// Short hash of the commit the build was configured from ("unknown" outside a git checkout).
+std::string git_commit();
 
 }  // namespace difftrain::trainer

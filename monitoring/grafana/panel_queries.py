@@ -81,7 +81,8 @@ def main(argv):
             dashboard = json.load(file)
         queries = panel_queries(dashboard, values)
     except (OSError, ValueError, KeyError) as error:
-        print(f"panel_queries.py: {error}", file=sys.stderr)
+        message = error.args[0] if isinstance(error, KeyError) else error
+        print(f"panel_queries.py: {message}", file=sys.stderr)
         return 2
     if args.json:
         json.dump(queries, sys.stdout, indent=2)

@@ -82,6 +82,9 @@ void add_inspect_command(CLI::App& app) {
     std::cout << schedule.to_csv();
   });
 
+  CLI::App* config_cmd = cmd->add_subcommand("config", "Every config key with its default (Markdown)");
+  config_cmd->callback([] { std::cout << config_markdown_table(); });
+
   auto checkpoint_path = std::make_shared<std::string>();
   CLI::App* checkpoint_cmd = cmd->add_subcommand("checkpoint", "Step, config and weight hash of a checkpoint");
   checkpoint_cmd->add_option("file", *checkpoint_path, "Checkpoint file")->required();

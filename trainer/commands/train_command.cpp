@@ -14,6 +14,7 @@
 #include "launch/runtime.h"
 #include "trainer/commands/commands.h"
 #include "trainer/config.h"
+#include "trainer/stop_signal.h"
 #include "trainer/trainer.h"
 
 namespace difftrain::trainer {
@@ -69,6 +70,8 @@ void add_train_command(CLI::App& app) {
     }
     Config config = load_config(config_path, args->overrides);
 
+    // Before MPI starts: a preemption warning that arrives during start-up is kept, not fatal.
+    install_stop_signal_handlers();
     launch::Runtime runtime(nullptr, nullptr, config.train.device);
     setup_logging(runtime);
     try {
@@ -90,6 +93,10 @@ void add_train_command(CLI::App& app) {
       Trainer trainer(config, options, *gradients, control, runtime.device());
       const TrainResult result = trainer.run();
       if (runtime.rank() == 0) {
+        if (!result.stop_reason.empty()) {
+          std::cout << "stopped:    at step " << result.final_step << " (" << result.stop_reason
+                    << "); the same command resumes\n";
+        }
         std::cout << "run dir:    " << run_dir << "\n"
                   << "checkpoint: " << result.checkpoint_path << "\n"
                   << "samples:    " << result.samples_path << "\n"

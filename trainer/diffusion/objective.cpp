@@ -15,8 +15,8 @@ at::Tensor difference(const at::Tensor& eps_hat, const at::Tensor& eps, const ch
             << eps.sizes() << "; want equal shapes [B, ...]";
     throw std::runtime_error(message.str());
   }
-  const at::ScalarType type = at::promote_types(
-      at::promote_types(eps_hat.scalar_type(), eps.scalar_type()), at::kFloat);
+  const at::ScalarType type =
+      at::promote_types(at::promote_types(eps_hat.scalar_type(), eps.scalar_type()), at::kFloat);
   return eps_hat.to(type) - eps.to(type);
 }
 

@@ -3,12 +3,12 @@
 // sub-sequence t_0 < ... < t_{S-1} of timesteps with abar_prev = abar_{t_{k-1}} (1 for k = 0).
 #include "trainer/diffusion/sampler.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
-
-#include <ATen/core/grad_mode.h>
 
 namespace difftrain::trainer {
 namespace {
@@ -62,8 +62,7 @@ SamplerKind parse_sampler_kind(const std::string& name) {
 DdpmVariance parse_ddpm_variance(const std::string& name) {
   if (name == "beta") return DdpmVariance::kBeta;
   if (name == "posterior") return DdpmVariance::kPosterior;
-  throw std::runtime_error("sample.ddpm_variance = '" + name +
-                           "': must be 'beta' or 'posterior'");
+  throw std::runtime_error("sample.ddpm_variance = '" + name + "': must be 'beta' or 'posterior'");
 }
 
 std::string to_string(SamplerKind kind) { return kind == SamplerKind::kDdpm ? "ddpm" : "ddim"; }
@@ -79,8 +78,7 @@ void validate(const SamplerOptions& options, int64_t timesteps) {
                              "] (diffusion.timesteps)");
   }
   if (!(options.eta >= 0.0 && options.eta <= 1.0)) {
-    throw std::runtime_error("sample.eta = " + format_double(options.eta) +
-                             ": must be in [0, 1]");
+    throw std::runtime_error("sample.eta = " + format_double(options.eta) + ": must be in [0, 1]");
   }
 }
 
@@ -126,9 +124,9 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
   for (int64_t index = 0; index < steps; ++index) {
     const int64_t k = steps - 1 - index;
     const int64_t t = timesteps[static_cast<size_t>(k)];
-    const StepCoefficients c{schedule.alpha_bar(t),
-                             k > 0 ? schedule.alpha_bar(timesteps[static_cast<size_t>(k - 1)])
-                                   : 1.0};
+    const StepCoefficients c{
+        schedule.alpha_bar(t),
+        k > 0 ? schedule.alpha_bar(timesteps[static_cast<size_t>(k - 1)]) : 1.0};
 
     at::Tensor eps = predictor(x, at::full({shape[0]}, t, timestep_options));
     if (eps.sizes() != x.sizes()) {
@@ -147,9 +145,8 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
         eps = (x - x0 * std::sqrt(c.a)) * (1.0 / std::sqrt(1.0 - c.a));
       }
     }
-    x = options.kind == SamplerKind::kDdpm
-            ? ddpm_step(x, x0, c, options.variance, k == 0, noise)
-            : ddim_step(x0, eps, c, options.eta, noise);
+    x = options.kind == SamplerKind::kDdpm ? ddpm_step(x, x0, c, options.variance, k == 0, noise)
+                                           : ddim_step(x0, eps, c, options.eta, noise);
     if (on_step) on_step(index, t, x);
   }
   return x;

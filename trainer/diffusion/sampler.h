@@ -2,13 +2,13 @@
 // (Nichol & Dhariwal 2021, sec. 4), and DDIM (Song et al. 2021, eq. 12) with eta in [0, 1].
 #pragma once
 
+#include <ATen/ATen.h>
+#include <ATen/core/Generator.h>
+
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/core/Generator.h>
 
 #include "trainer/diffusion/schedule.h"
 

@@ -130,7 +130,8 @@ at::Tensor NoiseSchedule::q_sample(const at::Tensor& x0, const at::Tensor& t,
       t.is_floating_point() || t.is_complex()) {
     std::ostringstream message;
     message << "q_sample: x0 " << x0.sizes() << ", eps " << eps.sizes() << ", t " << t.sizes()
-            << " (" << t.scalar_type() << "): want x0 and eps [B, ...] of equal shape, t integer [B]";
+            << " (" << t.scalar_type()
+            << "): want x0 and eps [B, ...] of equal shape, t integer [B]";
     throw std::runtime_error(message.str());
   }
   const at::Tensor index = t.to(at::kLong);

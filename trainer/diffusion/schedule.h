@@ -2,10 +2,10 @@
 // q(x_t | x_0) of Ho et al. 2020. Timesteps are 0-based: index t here is the paper's t + 1.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 #include <string>
-
-#include <ATen/ATen.h>
 
 namespace difftrain::trainer {
 

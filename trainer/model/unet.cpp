@@ -27,16 +27,12 @@ std::string with_thousands(int64_t value) {
   return digits;
 }
 
-std::string resolution(int64_t size) {
-  return std::to_string(size) + "x" + std::to_string(size);
-}
+std::string resolution(int64_t size) { return std::to_string(size) + "x" + std::to_string(size); }
 
 // "  <name padded>  <resolution padded>  <what>".
-std::string plan_line(const std::string& name, const std::string& where,
-                      const std::string& what) {
+std::string plan_line(const std::string& name, const std::string& where, const std::string& what) {
   std::ostringstream out;
-  out << "  " << std::left << std::setw(20) << name << ' ' << std::setw(14) << where << ' '
-      << what;
+  out << "  " << std::left << std::setw(20) << name << ' ' << std::setw(14) << where << ' ' << what;
   return out.str();
 }
 
@@ -89,10 +85,9 @@ void validate(const UNetOptions& options) {
   }
   for (const int64_t size : options.attention_resolutions) {
     if (std::find(level_sizes.begin(), level_sizes.end(), size) == level_sizes.end()) {
-      fail("model.attention_resolutions = " + list_to_string(options.attention_resolutions) +
-           ": " + std::to_string(size) + " is not a level resolution (" +
-           list_to_string(level_sizes) + " for model.image_size " +
-           std::to_string(options.image_size) + ")");
+      fail("model.attention_resolutions = " + list_to_string(options.attention_resolutions) + ": " +
+           std::to_string(size) + " is not a level resolution (" + list_to_string(level_sizes) +
+           " for model.image_size " + std::to_string(options.image_size) + ")");
     }
   }
   if (!(options.dropout >= 0.0 && options.dropout < 1.0)) {
@@ -121,17 +116,18 @@ void UNetImpl::reset() {
   auto& plan = plan_lines_;
 
   temb_ = register_module("temb", TimeEmbedding(ch, temb_ch));
-  plan.push_back(plan_line("temb", "", "sinusoidal(" + std::to_string(ch) + ") -> Linear " +
-                                           std::to_string(ch) + "->" + std::to_string(temb_ch) +
-                                           " -> SiLU -> Linear " + std::to_string(temb_ch) +
-                                           "->" + std::to_string(temb_ch)));
-  conv_in_ = register_module("conv_in", nn::Conv2d(nn::Conv2dOptions(options_.in_channels, ch, 3)
-                                                       .padding(1)));
+  plan.push_back(plan_line("temb", "",
+                           "sinusoidal(" + std::to_string(ch) + ") -> Linear " +
+                               std::to_string(ch) + "->" + std::to_string(temb_ch) +
+                               " -> SiLU -> Linear " + std::to_string(temb_ch) + "->" +
+                               std::to_string(temb_ch)));
+  conv_in_ = register_module("conv_in",
+                             nn::Conv2d(nn::Conv2dOptions(options_.in_channels, ch, 3).padding(1)));
   init_default(conv_in_);
   int64_t size = options_.image_size;
-  plan.push_back(plan_line("conv_in", resolution(size),
-                           "conv3x3 " + std::to_string(options_.in_channels) + " -> " +
-                               std::to_string(ch)));
+  plan.push_back(
+      plan_line("conv_in", resolution(size),
+                "conv3x3 " + std::to_string(options_.in_channels) + " -> " + std::to_string(ch)));
 
   // Encoder. `skips` mirrors the activations the forward pass stacks for the decoder.
   down_ = register_module("down", nn::ModuleList());
@@ -145,10 +141,10 @@ void UNetImpl::reset() {
     for (int64_t i = 0; i < blocks; ++i) {
       ins.push_back(i == 0 ? block_in : out);
       skips.push_back(out);
-      plan.push_back(plan_line(
-          "down." + std::to_string(level) + ".block." + std::to_string(i), resolution(size),
-          "ResBlock " + std::to_string(ins.back()) + " -> " + std::to_string(out) +
-              (attention ? " + attention" : "")));
+      plan.push_back(plan_line("down." + std::to_string(level) + ".block." + std::to_string(i),
+                               resolution(size),
+                               "ResBlock " + std::to_string(ins.back()) + " -> " +
+                                   std::to_string(out) + (attention ? " + attention" : "")));
     }
     down_->push_back(
         UNetLevel(ins, out, attention, last ? Resample::kNone : Resample::kDown, temb_ch, dropout));
@@ -177,15 +173,14 @@ void UNetImpl::reset() {
       const int64_t skip = skips.back();
       skips.pop_back();
       ins.push_back(block_in + skip);
-      plan.push_back(plan_line(
-          "up." + std::to_string(level) + ".block." + std::to_string(i), resolution(size),
-          "ResBlock " + std::to_string(block_in) + "+" + std::to_string(skip) + " -> " +
-              std::to_string(out) + (attention ? " + attention" : "")));
+      plan.push_back(
+          plan_line("up." + std::to_string(level) + ".block." + std::to_string(i), resolution(size),
+                    "ResBlock " + std::to_string(block_in) + "+" + std::to_string(skip) + " -> " +
+                        std::to_string(out) + (attention ? " + attention" : "")));
       block_in = out;
     }
-    decoder[static_cast<size_t>(level)] =
-        UNetLevel(ins, out, attention, level == 0 ? Resample::kNone : Resample::kUp, temb_ch,
-                  dropout);
+    decoder[static_cast<size_t>(level)] = UNetLevel(
+        ins, out, attention, level == 0 ? Resample::kNone : Resample::kUp, temb_ch, dropout);
     if (level != 0) {
       plan.push_back(plan_line("up." + std::to_string(level) + ".upsample",
                                resolution(size) + "->" + resolution(size * 2),
@@ -197,8 +192,8 @@ void UNetImpl::reset() {
   for (const UNetLevel& level : decoder) up_->push_back(level);
 
   norm_out_ = register_module(
-      "norm_out", nn::GroupNorm(nn::GroupNormOptions(kGroupNormGroups, block_in)
-                                    .eps(kGroupNormEps)));
+      "norm_out",
+      nn::GroupNorm(nn::GroupNormOptions(kGroupNormGroups, block_in).eps(kGroupNormEps)));
   conv_out_ = register_module(
       "conv_out", nn::Conv2d(nn::Conv2dOptions(block_in, options_.in_channels, 3).padding(1)));
   init_zero(conv_out_);
@@ -250,7 +245,7 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t) {
     }
     if (level != 0) h = up->resample(h);
   }
-  return conv_out_(at::silu(norm_out_(h)));
+  return conv_out_(at::silu(group_norm(norm_out_, h)));
 }
 
 std::string UNetImpl::layer_plan() const {
@@ -259,8 +254,7 @@ std::string UNetImpl::layer_plan() const {
       << options_.in_channels << ", image_size " << options_.image_size << ", channels "
       << options_.channels << ", channel_mult " << list_to_string(options_.channel_mult)
       << ", num_res_blocks " << options_.num_res_blocks << ", attention_resolutions "
-      << list_to_string(options_.attention_resolutions) << ", dropout " << options_.dropout
-      << '\n';
+      << list_to_string(options_.attention_resolutions) << ", dropout " << options_.dropout << '\n';
   for (const std::string& line : plan_lines_) out << line << '\n';
   return out.str();
 }

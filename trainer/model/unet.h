@@ -3,10 +3,6 @@
 // ported to PyTorch (pytorch_diffusion); the ddpm-cifar10 options give 35,746,307 parameters.
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -14,6 +10,10 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
 
 #include "trainer/model/unet_blocks.h"
 
@@ -72,7 +72,7 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl> {
   torch::nn::Conv2d conv_in_{nullptr};
   torch::nn::ModuleList down_{nullptr};  // of UNetLevel, index = level (0 = full resolution)
   UNetMiddle mid_{nullptr};
-  torch::nn::ModuleList up_{nullptr};    // of UNetLevel, index = level
+  torch::nn::ModuleList up_{nullptr};  // of UNetLevel, index = level
   torch::nn::GroupNorm norm_out_{nullptr};
   torch::nn::Conv2d conv_out_{nullptr};
 };

@@ -2,13 +2,13 @@
 // DDPM code (diffusion_tf/models/unet.py) so that parameter counts and names match the paper's.
 #include "trainer/model/unet_blocks.h"
 
-#include <cmath>
-#include <string>
-#include <utility>
-
 #include <torch/nn/functional/padding.h>
 #include <torch/nn/functional/upsampling.h>
 #include <torch/nn/init.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
 
 namespace difftrain::trainer {
 namespace {
@@ -34,6 +34,10 @@ at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim) {
   const at::Tensor freqs = at::exp(at::arange(half, t.options().dtype(at::kFloat)) * log_step);
   const at::Tensor args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
   return at::cat({at::sin(args), at::cos(args)}, 1);
+}
+
+at::Tensor group_norm(nn::GroupNorm& norm, const at::Tensor& x) {
+  return norm(x.to(norm->weight.scalar_type()));
 }
 
 void init_default(nn::Conv2d& conv) {
@@ -73,8 +77,8 @@ at::Tensor TimeEmbeddingImpl::forward(const at::Tensor& t) {
 
 // --- ResBlock ------------------------------------------------------------------------------
 
-ResBlockImpl::ResBlockImpl(int64_t in_channels, int64_t out_channels,
-                           int64_t embedding_channels, double dropout)
+ResBlockImpl::ResBlockImpl(int64_t in_channels, int64_t out_channels, int64_t embedding_channels,
+                           double dropout)
     : in_channels_(in_channels),
       out_channels_(out_channels),
       embedding_channels_(embedding_channels),
@@ -93,7 +97,8 @@ void ResBlockImpl::reset() {
   init_default(temb_proj_);
   init_zero(conv2_);
   if (in_channels_ != out_channels_) {
-    nin_shortcut_ = register_module("nin_shortcut", make_conv(in_channels_, out_channels_, 1, 1, 0));
+    nin_shortcut_ =
+        register_module("nin_shortcut", make_conv(in_channels_, out_channels_, 1, 1, 0));
     init_default(nin_shortcut_);
   } else {
     nin_shortcut_ = nullptr;
@@ -101,9 +106,9 @@ void ResBlockImpl::reset() {
 }
 
 at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& temb) {
-  at::Tensor h = conv1_(at::silu(norm1_(x)));
+  at::Tensor h = conv1_(at::silu(group_norm(norm1_, x)));
   h = h + temb_proj_(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-  h = conv2_(dropout_(at::silu(norm2_(h))));
+  h = conv2_(dropout_(at::silu(group_norm(norm2_, h))));
   return (nin_shortcut_ ? nin_shortcut_(x) : x) + h;
 }
 
@@ -127,7 +132,7 @@ at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
   const int64_t batch = x.size(0);
   const int64_t channels = x.size(1);
   const int64_t positions = x.size(2) * x.size(3);
-  const at::Tensor h = norm_(x);
+  const at::Tensor h = group_norm(norm_, x);
   // Scaling q (C x HW elements) is cheaper than scaling the HW x HW logits.
   const double scale = 1.0 / std::sqrt(static_cast<double>(channels));
   const at::Tensor q = (q_(h) * scale).reshape({batch, channels, positions});
@@ -214,11 +219,11 @@ UNetMiddleImpl::UNetMiddleImpl(int64_t channels, int64_t embedding_channels, dou
 }
 
 void UNetMiddleImpl::reset() {
-  block_1_ = register_module("block_1",
-                             ResBlock(channels_, channels_, embedding_channels_, dropout_p_));
+  block_1_ =
+      register_module("block_1", ResBlock(channels_, channels_, embedding_channels_, dropout_p_));
   attn_1_ = register_module("attn_1", AttnBlock(channels_));
-  block_2_ = register_module("block_2",
-                             ResBlock(channels_, channels_, embedding_channels_, dropout_p_));
+  block_2_ =
+      register_module("block_2", ResBlock(channels_, channels_, embedding_channels_, dropout_p_));
 }
 
 at::Tensor UNetMiddleImpl::forward(const at::Tensor& h, const at::Tensor& temb) {

@@ -3,9 +3,6 @@
 // follow that port, so its converted checkpoints map one to one onto ours.
 #pragma once
 
-#include <cstdint>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -14,6 +11,9 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <vector>
 
 namespace difftrain::trainer {
 
@@ -25,6 +25,10 @@ inline constexpr double kGroupNormEps = 1e-6;
 // (Vaswani et al. 2017 as used by DDPM: [sin(t w_i), cos(t w_i)], w_i = 10000^(-i/(dim/2-1))).
 // Precondition: dim even and >= 4.
 at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim);
+
+// GroupNorm computed in the layer's parameter dtype: CUDA autocast runs group_norm in float32
+// anyway, and LibTorch 1.13's CPU kernel rejects a bfloat16 input with float32 parameters.
+at::Tensor group_norm(torch::nn::GroupNorm& norm, const at::Tensor& x);
 
 // Weight initialisation used by every block: DDPM's variance_scaling(1, fan_avg, uniform), i.e.
 // Xavier-uniform weights and zero biases; init_zero() for the layers DDPM starts at zero.

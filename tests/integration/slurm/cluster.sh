@@ -46,7 +46,8 @@ _slurm_free_port() {
   local port tries
   for tries in $(seq 1 50); do
     port=$((20000 + RANDOM % 20000))
-    if ! ss -Htln "sport = :${port}" | grep -q .; then
+    # A connection that succeeds means a listener; bash's /dev/tcp needs no extra tools.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
       echo "${port}"
       return 0
     fi
@@ -64,16 +65,23 @@ _slurm_spawn() {
   echo $! >"${SLURM_TEST_DIR}/${name}.pid"
 }
 
-# _slurm_pid_is NAME: print the recorded PID of NAME if that process is still the one we
-# started (same executable name), so a recycled PID is never signalled.
+# _slurm_pid_is NAME: print the PID of daemon NAME if it is still running: the PID recorded at
+# spawn time or the one the daemon wrote to its own pid file, whichever is a live process of
+# that name (so a recycled PID is never signalled).
 _slurm_pid_is() {
-  local name=$1 pid_file="${SLURM_TEST_DIR}/$1.pid" pid exe
-  [[ -f "${pid_file}" ]] || return 1
-  pid=$(<"${pid_file}")
-  [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
-  exe=$(tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline") || return 1
-  [[ "${exe}" == *"${name}"* ]] || return 1
-  echo "${pid}"
+  local name=$1 pid_file pid exe
+  for pid_file in "${SLURM_TEST_DIR}/${name}.pid" "${SLURM_TEST_DIR}/run/${name}.pid" \
+    "${SLURM_TEST_DIR}/munge/${name}.pid"; do
+    [[ -r "${pid_file}" ]] || continue
+    pid=$(<"${pid_file}")
+    [[ "${pid}" =~ ^[0-9]+$ ]] || continue
+    exe=$(tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline") || continue
+    if [[ "${exe}" == *"${name}"* ]]; then
+      echo "${pid}"
+      return 0
+    fi
+  done
+  return 1
 }
 
 # _slurm_write_conf: write slurm.conf for one node that matches `slurmd -C` on this machine.
@@ -108,6 +116,9 @@ CredType=cred/munge
 AuthInfo=socket=${SLURM_TEST_DIR}/munge/munge.socket,cred_expire=${SLURM_TEST_CRED_EXPIRE_S:-5}
 StateSaveLocation=${SLURM_TEST_DIR}/state
 SlurmdSpoolDir=${SLURM_TEST_DIR}/spool
+# PMIx puts per-step folders (named by job and step id only) under TmpFS: keep them private
+# so that two test clusters running job 1 at once do not collide.
+TmpFS=${SLURM_TEST_DIR}/tmp
 SlurmctldPidFile=${SLURM_TEST_DIR}/run/slurmctld.pid
 SlurmdPidFile=${SLURM_TEST_DIR}/run/slurmd.pid
 SlurmctldLogFile=${SLURM_TEST_DIR}/log/slurmctld.log
@@ -160,7 +171,7 @@ slurm_cluster_wait_idle() {
 slurm_cluster_start() {
   SLURM_TEST_DIR=${1:-$(mktemp -d "${TMPDIR:-/tmp}/difftrain-slurm.XXXXXX")}
   export SLURM_TEST_DIR
-  mkdir -p "${SLURM_TEST_DIR}"/{munge,munge-key,state,spool,run,log,jobs}
+  mkdir -p "${SLURM_TEST_DIR}"/{munge,munge-key,state,spool,run,log,jobs,tmp}
   # Daemons and job steps read files here; the tree must be traversable by the job user.
   chmod 755 "${SLURM_TEST_DIR}"
   chmod 700 "${SLURM_TEST_DIR}/munge-key"

@@ -51,14 +51,15 @@ stop_signal=
 trap 'stop_signal=USR1' USR1
 trap 'stop_signal=TERM' TERM
 
-# write_checkpoint STEP: rank 0 writes the checkpoint file, then points LATEST at it.
+# write_checkpoint STEP: rank 0 writes the checkpoint file, then points LATEST at it. Shell
+# built-ins only: the launchers signal every process of a rank, and an external `mv` killed
+# halfway would lose the checkpoint (the real trainer is one process with a handler).
 write_checkpoint() {
   ((rank == 0)) || return 0
   local name
-  name=$(printf 'step-%09d.ckpt' "$1")
+  printf -v name 'step-%09d.ckpt' "$1"
   echo "step=$1" >"${run_dir}/checkpoints/${name}"
-  echo "${name}" >"${run_dir}/checkpoints/LATEST.tmp"
-  mv "${run_dir}/checkpoints/LATEST.tmp" "${run_dir}/checkpoints/LATEST"
+  echo "${name}" >"${run_dir}/checkpoints/LATEST"
   log "checkpoint ${run_dir}/checkpoints/${name} written"
 }
 
@@ -66,7 +67,8 @@ mkdir -p "${run_dir}/checkpoints" "${run_dir}/samples"
 step=0
 if [[ -r "${run_dir}/checkpoints/LATEST" ]]; then
   checkpoint="${run_dir}/checkpoints/$(<"${run_dir}/checkpoints/LATEST")"
-  step=$(sed -n 's/^step=//p' "${checkpoint}")
+  read -r step <"${checkpoint}"
+  step=${step#step=}
   log "resumed from ${checkpoint} at step ${step}"
 else
   log "fresh run"
@@ -83,7 +85,7 @@ while ((step < steps)); do
   # still counts, as a real step in flight would.
   sleep "${FAKE_STEP_S:-0.2}" || true
   step=$((step + 1))
-  log "step ${step}/${steps}"
+  log "step ${step}/${steps} (fake)"
 done
 write_checkpoint "${step}"
 if ((rank == 0)); then

@@ -63,11 +63,13 @@ touch "${jobs_dir}/tiny.yaml"
 export DIFFTRAIN_BIN="${fake}" DIFFTRAIN_CONFIG="${jobs_dir}/tiny.yaml" FAKE_STEP_S=0.1
 
 # submit NAME SCRIPT [SBATCH FLAGS...]: submit with run dir and log named NAME; print job id.
+# The time limit must stay above the scripts' --signal=B:USR1@300, or Slurm sends the warning
+# at once.
 submit() {
   local name=$1 script=$2
   shift 2
   DIFFTRAIN_RUN_DIR="${jobs_dir}/${name}-run" sbatch --parsable --output="${jobs_dir}/${name}.out" \
-    --ntasks-per-node=2 --cpus-per-task=1 --time=5 "$@" "${script}"
+    --ntasks-per-node=2 --cpus-per-task=1 --time=10 "$@" "${script}"
 }
 
 # check_steps_once LOG STEPS: rank 0 logged steps 1..STEPS, each exactly once, in order.
@@ -136,7 +138,7 @@ t_ok "train-gpu.sbatch: 2 ranks, CUDA_VISIBLE_DEVICES 0 and 1, COMPLETED"
 
 # 5. launch/mpirun-slurm.sh as a batch script: the batch shell's SIGUSR1 reaches the ranks.
 T_JOB_LOG="${jobs_dir}/mpirun.out"
-job_id=$(sbatch --parsable --ntasks=2 --time=5 --output="${T_JOB_LOG}" launch/mpirun-slurm.sh \
+job_id=$(sbatch --parsable --ntasks=2 --time=10 --output="${T_JOB_LOG}" launch/mpirun-slurm.sh \
   "${fake}" train --config "${jobs_dir}/tiny.yaml" --run-dir "${jobs_dir}/mpirun-run" \
   --set train.steps=400) || t_fail "sbatch failed"
 t_wait_for_line "${T_JOB_LOG}" '\[rank 1/2\] step 3/' 30 || t_fail "job ${job_id} did not start"

@@ -2,9 +2,9 @@
 # The real trainer through slurm/train-cpu.sbatch on a real (private) Slurm: 2 tasks, the tiny
 # config, a few steps. Checks the job COMPLETED, both ranks ran, the run dir holds the final
 # checkpoint (named by checkpoints/LATEST) and a PNG sample grid.
-#   run_job_test.sh BUILD_DIR [PREPARED_DATA_DIR]
+#   run_job_test.sh BUILD_DIR|DIFFTRAIN_BINARY [PREPARED_DATA_DIR]
 # Without a data dir (argument or DIFFTRAIN_TEST_DATA) it prepares Fashion-MNIST itself.
-# Knobs: RUN_JOB_STEPS (default 6), RUN_JOB_TIMEOUT_S (default 240).
+# Knobs: RUN_JOB_STEPS (default 6), RUN_JOB_TIMEOUT_S (default 180).
 # Exit 77 when difftrain is not built, or Slurm, munge, root or the dataset is missing.
 set -uo pipefail
 here=$(dirname "${BASH_SOURCE[0]}")
@@ -15,9 +15,9 @@ source "${here}/testlib.sh"
 # shellcheck source=tests/integration/slurm/trainer_setup.sh
 source "${here}/trainer_setup.sh"
 
-build_dir=${1:?usage: run_job_test.sh BUILD_DIR [PREPARED_DATA_DIR]}
+build_dir=${1:?usage: run_job_test.sh BUILD_DIR|DIFFTRAIN_BINARY [PREPARED_DATA_DIR]}
 steps=${RUN_JOB_STEPS:-6}
-timeout_s=${RUN_JOB_TIMEOUT_S:-240}
+timeout_s=${RUN_JOB_TIMEOUT_S:-180}
 t_trainer_require "${build_dir}"
 reason=$(slurm_cluster_require) || t_skip "${reason#skipped: }"
 slurm_cluster_start || t_fail "the test cluster did not start"

@@ -5,10 +5,15 @@
 
 readonly T_FMNIST_DIR=/usr/share/datasets/fashion-mnist
 
-# t_trainer_require BUILD_DIR: set T_DIFFTRAIN to the built binary, or skip.
+# t_trainer_require BUILD_DIR_OR_BINARY: set T_DIFFTRAIN to the difftrain binary (given
+# directly, or BUILD_DIR/trainer/difftrain), or skip when it is not built.
 t_trainer_require() {
-  T_DIFFTRAIN="$(cd "$1" 2>/dev/null && pwd)/trainer/difftrain"
-  [[ -x "${T_DIFFTRAIN}" ]] || t_skip "difftrain is not built (no $1/trainer/difftrain)"
+  local where=$1
+  if [[ -d "${where}" ]]; then
+    where="${where}/trainer/difftrain"
+  fi
+  [[ -x "${where}" ]] || t_skip "difftrain is not built (no executable ${where})"
+  T_DIFFTRAIN="$(cd "$(dirname "${where}")" && pwd)/$(basename "${where}")"
 }
 
 # t_trainer_data [DIR]: set T_DATA_DIR to DIR when it holds a prepared dataset (index.json),

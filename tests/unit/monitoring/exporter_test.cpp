@@ -79,7 +79,8 @@ TEST(Exporter, ServesMetricsOnAnEphemeralPort) {
   // A later step shows in the next scrape.
   sample.step = 8;
   metrics.record_step(sample);
-  EXPECT_NE(http_get(exporter.port(), "/metrics").find("difftrain_images_total{rank=\"1\",run=\"exporter-test\"} 32"),
+  EXPECT_NE(http_get(exporter.port(), "/metrics")
+                .find("difftrain_images_total{rank=\"1\",run=\"exporter-test\"} 32"),
             std::string::npos);
 }
 

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -48,7 +48,7 @@ inline std::vector<Sample> parse_exposition(const std::string& text) {
           }
         }
         sample.labels[key] = value;
-        ++i;                       // closing quote
+        ++i;  // closing quote
         if (line[i] == ',') ++i;
       }
       ++i;  // }

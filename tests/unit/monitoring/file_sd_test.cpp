@@ -66,7 +66,9 @@ TEST(WriteFileSd, NamesTheBadTargetLabelOrPath) {
             "file_sd target 'node1': want host:port with port 1..65535");
   EXPECT_EQ(message_of([&] { write_file_sd(dir + "/x.json", {"node1:99999"}, {}); }),
             "file_sd target 'node1:99999': want host:port with port 1..65535");
-  EXPECT_EQ(message_of([&] { write_file_sd(dir + "/x.json", {"node1:1"}, {{"9lives", "x"}}); }),
+  EXPECT_EQ(message_of([&] {
+              write_file_sd(dir + "/x.json", {"node1:1"}, {{"9lives", "x"}});
+            }),
             "file_sd label '9lives': want a Prometheus label name [a-zA-Z_][a-zA-Z0-9_]*");
   EXPECT_NE(message_of([&] { write_file_sd(dir + "/x.json", {}, {}); }).find("no targets"),
             std::string::npos);

@@ -51,8 +51,9 @@ Curve decaying_curve(int n) {
 
 TEST(RenderLossCurve, ReturnsWidthTimesHeightRgbBytes) {
   EXPECT_EQ(render_loss_curve(decaying_curve(100), 640, 480).size(), 640u * 480u * 3u);
-  EXPECT_EQ(render_loss_curve(decaying_curve(100), kLossCurveMinWidthPx, kLossCurveMinHeightPx).size(),
-            static_cast<size_t>(kLossCurveMinWidthPx) * kLossCurveMinHeightPx * 3);
+  EXPECT_EQ(
+      render_loss_curve(decaying_curve(100), kLossCurveMinWidthPx, kLossCurveMinHeightPx).size(),
+      static_cast<size_t>(kLossCurveMinWidthPx) * kLossCurveMinHeightPx * 3);
 }
 
 TEST(RenderLossCurve, DrawsRawAndSmoothedCurvesFallingLeftToRight) {

@@ -49,7 +49,8 @@ TEST(MetricsLog, ReopeningAppendsInsteadOfTruncating) {
 TEST(MetricsLog, NonFiniteNumbersAndBadUtf8StillGiveValidJson) {
   const std::string path = testing::make_scratch_dir() + "/metrics.jsonl";
   MetricsLog log(path);
-  log.append({{"loss", std::nan("")}, {"grad_norm", INFINITY}, {"note", std::string("bad \xff byte")}});
+  log.append(
+      {{"loss", std::nan("")}, {"grad_norm", INFINITY}, {"note", std::string("bad \xff byte")}});
   const auto records = read_lines(path);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_TRUE(records[0].at("loss").is_null());

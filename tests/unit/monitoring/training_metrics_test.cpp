@@ -63,7 +63,8 @@ class TrainingMetricsTest : public ::testing::Test {
 };
 
 TEST_F(TrainingMetricsTest, ExpositionPassesPromtoolCheckMetrics) {
-  if (!testing::have_promtool()) GTEST_SKIP() << "promtool not on PATH (apt-get install prometheus)";
+  if (!testing::have_promtool())
+    GTEST_SKIP() << "promtool not on PATH (apt-get install prometheus)";
   metrics_.record_mean_loss(0.3);
   metrics_.record_checkpoint(1.5, 1.7e9);
   metrics_.record_images_per_second(123.0);
@@ -143,10 +144,10 @@ TEST_F(TrainingMetricsTest, BuildInfoIsOneWithTheBuildLabels) {
 }
 
 TEST_F(TrainingMetricsTest, OptionalGaugesAppearOnlyOnceRecorded) {
-  for (const char* name : {"difftrain_loss_mean", "difftrain_checkpoint_duration_seconds",
-                           "difftrain_last_checkpoint_timestamp_seconds",
-                           "difftrain_images_per_second", "difftrain_process_resident_memory_bytes",
-                           "difftrain_device_memory_bytes"}) {
+  for (const char* name :
+       {"difftrain_loss_mean", "difftrain_checkpoint_duration_seconds",
+        "difftrain_last_checkpoint_timestamp_seconds", "difftrain_images_per_second",
+        "difftrain_process_resident_memory_bytes", "difftrain_device_memory_bytes"}) {
     EXPECT_TRUE(find_samples(parse_exposition(metrics_.exposition()), name).empty()) << name;
   }
   metrics_.record_mean_loss(0.3);
@@ -167,12 +168,13 @@ TEST_F(TrainingMetricsTest, OptionalGaugesAppearOnlyOnceRecorded) {
 }
 
 TEST_F(TrainingMetricsTest, HeartbeatMovesForward) {
-  const double first = value_of(parse_exposition(metrics_.exposition()),
-                                "difftrain_heartbeat_timestamp_seconds");
+  const double first =
+      value_of(parse_exposition(metrics_.exposition()), "difftrain_heartbeat_timestamp_seconds");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   metrics_.heartbeat();
-  EXPECT_GT(value_of(parse_exposition(metrics_.exposition()), "difftrain_heartbeat_timestamp_seconds"),
-            first);
+  EXPECT_GT(
+      value_of(parse_exposition(metrics_.exposition()), "difftrain_heartbeat_timestamp_seconds"),
+      first);
 }
 
 TEST(TrainingMetrics, RecordsFromManyThreadsWithoutLosingSteps) {
@@ -193,8 +195,9 @@ TEST(TrainingMetrics, RecordsFromManyThreadsWithoutLosingSteps) {
 TEST(TrainingMetrics, LabelValuesAreEscaped) {
   TrainingMetrics metrics("run \"quoted\" \\ back", 0, {"v\n2", "", "", "", ""});
   const auto samples = parse_exposition(metrics.exposition());
-  EXPECT_EQ(find_samples(samples, "difftrain_steps_total", {{"run", "run \"quoted\" \\ back"}}).size(),
-            1u);
+  EXPECT_EQ(
+      find_samples(samples, "difftrain_steps_total", {{"run", "run \"quoted\" \\ back"}}).size(),
+      1u);
   EXPECT_EQ(find_samples(samples, "difftrain_build_info", {{"version", "v\n2"}}).size(), 1u);
 }
 

@@ -77,7 +77,7 @@ TEST(UNetTest, ParameterNamesFollowTheReferencePort) {
         "norm_out.weight", "conv_out.bias"}) {
     EXPECT_EQ(names.count(name), 1u) << name;
   }
-  EXPECT_EQ(names.count("down.0.attn.0.q.weight"), 0u);  // 32x32 has no attention
+  EXPECT_EQ(names.count("down.0.attn.0.q.weight"), 0u);         // 32x32 has no attention
   EXPECT_EQ(names.count("down.1.downsample.conv.weight"), 0u);  // last level keeps resolution
 }
 
@@ -86,10 +86,9 @@ TEST(UNetTest, DdpmZeroInitialisationMakesAFreshModelOutputZero) {
   int zeroed = 0;
   for (const auto& item : model->named_parameters()) {
     const std::string& name = item.key();
-    const bool should_be_zero = name.find("conv2.") != std::string::npos ||
-                                name.find("proj_out.") != std::string::npos ||
-                                name.rfind("conv_out.", 0) == 0 ||
-                                name.find(".bias") != std::string::npos;
+    const bool should_be_zero =
+        name.find("conv2.") != std::string::npos || name.find("proj_out.") != std::string::npos ||
+        name.rfind("conv_out.", 0) == 0 || name.find(".bias") != std::string::npos;
     const bool is_zero = item.value().abs().max().item<float>() == 0.0f;
     if (name.find("norm") != std::string::npos) continue;  // GroupNorm: weight 1, bias 0
     EXPECT_EQ(is_zero, should_be_zero) << name;
@@ -137,17 +136,17 @@ TEST(UNetTest, MatchesTheReferencePortOnDeterministicWeights) {
       int64_t seed = 0;
       for (const unsigned char c : item.key()) seed += c;
       const torch::Tensor i = torch::arange(item.value().numel(), torch::kDouble);
-      item.value().copy_(
-          (0.05 * torch::sin(0.37 * i + static_cast<double>(seed % 101))).reshape(item.value().sizes()));
+      item.value().copy_((0.05 * torch::sin(0.37 * i + static_cast<double>(seed % 101)))
+                             .reshape(item.value().sizes()));
     }
   }
-  const torch::Tensor x =
-      torch::sin(0.1 * torch::arange(2 * 3 * 16 * 16, torch::kDouble)).reshape({2, 3, 16, 16})
-          .to(torch::kFloat);
+  const torch::Tensor x = torch::sin(0.1 * torch::arange(2 * 3 * 16 * 16, torch::kDouble))
+                              .reshape({2, 3, 16, 16})
+                              .to(torch::kFloat);
   const torch::Tensor y = model->forward(x, torch::tensor({3, 640})).flatten();
   const std::vector<double> expected = {-0.00858512241, -0.00772696501, 0.00898102298,
-                                        0.0239132177,  0.0294317435,   -0.0015843669,
-                                        0.0164472684,  0.0323995799};
+                                        0.0239132177,   0.0294317435,   -0.0015843669,
+                                        0.0164472684,   0.0323995799};
   for (size_t k = 0; k < expected.size(); ++k) {
     EXPECT_NEAR(y[static_cast<int64_t>(k * 191)].item<double>(), expected[k], 2e-6) << k;
   }
@@ -189,9 +188,15 @@ TEST(UNetTest, ValidateNamesTheOffendingKey) {
       {[](UNetOptions& o) { o.channels = 0; }, "model.channels = 0"},
       {[](UNetOptions& o) { o.in_channels = 0; }, "model.in_channels = 0"},
       {[](UNetOptions& o) { o.channel_mult = {}; }, "model.channel_mult = []"},
-      {[](UNetOptions& o) { o.channel_mult = {1, 0}; }, "model.channel_mult = [1, 0]"},
+      {[](UNetOptions& o) {
+         o.channel_mult = {1, 0};
+       },
+       "model.channel_mult = [1, 0]"},
       {[](UNetOptions& o) { o.num_res_blocks = 0; }, "model.num_res_blocks = 0"},
-      {[](UNetOptions& o) { o.image_size = 20; o.channel_mult = {1, 2, 2, 2}; },
+      {[](UNetOptions& o) {
+         o.image_size = 20;
+         o.channel_mult = {1, 2, 2, 2};
+       },
        "model.image_size = 20"},
       {[](UNetOptions& o) { o.attention_resolutions = {12}; }, "model.attention_resolutions"},
       {[](UNetOptions& o) { o.dropout = 1.0; }, "model.dropout = 1"},

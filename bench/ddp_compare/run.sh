@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# difftrain vs PyTorch DDP on the same U-Net, batch, ranks and threads, in one run: builds
+# difftrain's driver, then alternates difftrain (buckets launched during backward), difftrain
+# without overlap (buckets launched after backward) and PyTorch DDP (gloo on CPU, NCCL with
+# --device cuda), and prints the median images/s of each, the ratio and difftrain's wait share.
+#
+# usage: bench/ddp_compare/run.sh [--ranks 2] [--threads 1] [--config configs/fmnist-tiny.yaml]
+#                                 [--batch 8] [--steps 20] [--warmup 3] [--repeats 3]
+#                                 [--device cpu] [--build-dir build-bench]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+ranks=2 threads=1 config=configs/fmnist-tiny.yaml batch=8 steps=20 warmup=3 repeats=3
+device=cpu build_dir=$root/build-bench
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --ranks) ranks=$2 ;;
+    --threads) threads=$2 ;;
+    --config) config=$2 ;;
+    --batch) batch=$2 ;;
+    --steps) steps=$2 ;;
+    --warmup) warmup=$2 ;;
+    --repeats) repeats=$2 ;;
+    --device) device=$2 ;;
+    --build-dir) build_dir=$2 ;;
+    *) echo "run.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+cd "$root"
+python=/usr/bin/python3  # Debian's, with torch; a pyenv python3 on PATH may lack it
+
+echo "== building ddp_compare_difftrain in $build_dir"
+if [[ ! -f $build_dir/CMakeCache.txt ]]; then
+  # A new tree gets bench/ even where the top-level CMakeLists does not add it.
+  cmake -S "$root" -B "$build_dir" -DCMAKE_PROJECT_INCLUDE="$root/bench/add_bench.cmake" >/dev/null
+fi
+cmake --build "$build_dir" --target ddp_compare_difftrain -j2 >/dev/null || {
+  echo "run.sh: could not build ddp_compare_difftrain in $build_dir (a tree configured without" \
+       "bench/? use a new --build-dir)" >&2
+  exit 1
+}
+driver=$build_dir/bench/ddp_compare_difftrain
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpirun=(mpirun --oversubscribe --bind-to none -np "$ranks" -x OMP_NUM_THREADS="$threads")
+common=(--config "$config" --batch "$batch" --steps "$steps" --warmup "$warmup" --threads "$threads"
+        --device "$device")
+
+# images/s from a driver's result line.
+rate() { sed -nE 's/.* ([0-9.]+) img\/s.*/\1/p' <<<"$1" | tail -1; }
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "== $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname): $(nproc) CPUs, $ranks ranks x $threads threads, $config, batch $batch/rank, $steps steps x $repeats repeats"
+overlap_rates=() plain_rates=() ddp_rates=() wait_shares=()
+for ((r = 1; r <= repeats; ++r)); do
+  line=$("${mpirun[@]}" "$driver" "${common[@]}" --overlap 1 | grep '^difftrain:')
+  echo "$line"
+  overlap_rates+=("$(rate "$line")")
+  wait_shares+=("$(sed -nE 's/.*\(([0-9.]+)% of step\).*/\1/p' <<<"$line")")
+  line=$("${mpirun[@]}" "$driver" "${common[@]}" --overlap 0 | grep '^difftrain:')
+  echo "$line"
+  plain_rates+=("$(rate "$line")")
+  port=$((20000 + RANDOM % 20000))
+  line=$("${mpirun[@]}" -x MASTER_PORT="$port" "$python" bench/ddp_compare/ddp_unet.py \
+           "${common[@]}" 2>&1 | grep '^pytorch-ddp:')
+  echo "$line"
+  ddp_rates+=("$(rate "$line")")
+done
+
+overlap=$(printf '%s\n' "${overlap_rates[@]}" | median)
+plain=$(printf '%s\n' "${plain_rates[@]}" | median)
+ddp=$(printf '%s\n' "${ddp_rates[@]}" | median)
+wait_share=$(printf '%s\n' "${wait_shares[@]}" | median)
+echo "== medians over $repeats runs"
+printf 'difftrain (overlap)     %8.1f img/s   wait %s%% of step\n' "$overlap" "$wait_share"
+printf 'difftrain (no overlap)  %8.1f img/s\n' "$plain"
+printf 'pytorch DDP             %8.1f img/s\n' "$ddp"
+awk -v a="$overlap" -v b="$ddp" -v c="$plain" 'BEGIN {
+  printf "difftrain / DDP = %.2fx; overlap / no overlap = %.2fx\n", a / b, a / c }'

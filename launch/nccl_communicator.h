@@ -1,0 +1,78 @@
+// Communicator over NCCL for CUDA tensors: collectives run on the communicator's own CUDA
+// stream, ordered after the caller's compute stream with events, and every wait is polled
+// against a deadline (non-blocking communicator + ncclCommGetAsyncError); at the deadline the
+// communicator is aborted (ncclCommAbort) and CollectiveTimeout is thrown.
+// Compiled only when CMake finds the CUDA toolkit and NCCL (DIFFTRAIN_HAVE_NCCL).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "launch/communicator.h"
+
+namespace difftrain::launch {
+
+// Stream assumption: with a CUDA LibTorch (DIFFTRAIN_TORCH_CUDA) collectives wait for the
+// caller's current c10 CUDA stream, whatever it is (autograd's hooks run with the stream that
+// produced the gradient). A LibTorch without c10_cuda cannot make CUDA tensors; such a build
+// orders after the legacy default stream, which is torch's default compute stream.
+//
+// wait() blocks the calling thread until the collective has finished on the GPU (that is what
+// lets it enforce the deadline); the trainer synchronises every step anyway (clip_grad_norm_
+// reads the norm back).
+class NcclCommunicator : public Communicator {
+ public:
+  // Collective: every rank of `bootstrap` calls this, in the same order.
+  // Rank 0 makes the ncclUniqueId and sends it with MPI; each rank drives CUDA device
+  // `device_index`, which must differ between the ranks of one node (NCCL refuses two ranks on
+  // one GPU). Throws CollectiveTimeout when set-up does not finish within timeout_s.
+  NcclCommunicator(int device_index, double timeout_s, MPI_Comm bootstrap = MPI_COMM_WORLD);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  // Tensors must be contiguous and on this communicator's device.
+  std::unique_ptr<Work> all_reduce_sum_async(const at::Tensor& tensor) override;
+  void broadcast(const at::Tensor& tensor, int root) override;
+  void barrier() override;
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+  std::string backend() const override { return "nccl"; }
+  bool launches_from_any_thread() const override { return true; }
+
+  // Blocks until `done` has completed, polling NCCL's asynchronous error state; at the deadline
+  // aborts the communicator and throws CollectiveTimeout naming `what` and this rank. Then
+  // orders the caller's current stream after `done`. For NcclWork.
+  void wait_for(cudaEvent_t done, const std::string& what);
+
+ private:
+  class DeviceGuard;
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline_from_now() const;
+  // After an NCCL call answered ncclInProgress: polls until the communicator is ready again.
+  void wait_until_ready(const std::string& what, Clock::time_point deadline);
+  [[noreturn]] void abort_and_throw(const std::string& what);
+  void check_tensor(const at::Tensor& tensor, const char* op) const;
+  // Makes the communicator's stream wait for the caller's stream.
+  void order_after_caller();
+  std::string describe(const char* op, const at::Tensor* tensor);
+
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t ready_ = nullptr;     // recorded on the caller's stream before each collective
+  int* barrier_buffer_ = nullptr;   // one int on the device, for barrier()
+  int device_ = 0;
+  int rank_ = 0;
+  int world_size_ = 1;
+  double timeout_s_;
+  uint64_t sequence_ = 0;
+  bool aborted_ = false;
+};
+
+}  // namespace difftrain::launch

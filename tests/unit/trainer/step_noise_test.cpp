@@ -1,0 +1,45 @@
+// Per-step randomness: reproducible, independent of how the global batch is split over ranks,
+// different across steps and seeds; and the learning-rate warm-up.
+#include "trainer/step_noise.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace difftrain::trainer {
+namespace {
+
+TEST(StepNoise, SplitOverRanksDrawsTheSameNoise) {
+  const StepNoise whole = draw_step_noise(7, 3, 0, 8, 1000, {1, 4, 4});
+  const StepNoise first = draw_step_noise(7, 3, 0, 4, 1000, {1, 4, 4});
+  const StepNoise second = draw_step_noise(7, 3, 4, 4, 1000, {1, 4, 4});
+  EXPECT_TRUE(torch::equal(torch::cat({first.eps, second.eps}), whole.eps));
+  EXPECT_TRUE(torch::equal(torch::cat({first.timesteps, second.timesteps}), whole.timesteps));
+}
+
+TEST(StepNoise, ReproducibleAndVaried) {
+  const StepNoise a = draw_step_noise(7, 3, 0, 64, 1000, {1, 4, 4});
+  EXPECT_TRUE(torch::equal(a.eps, draw_step_noise(7, 3, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_FALSE(torch::equal(a.eps, draw_step_noise(7, 4, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_FALSE(torch::equal(a.eps, draw_step_noise(8, 3, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_GE(a.timesteps.min().item<int64_t>(), 0);
+  EXPECT_LT(a.timesteps.max().item<int64_t>(), 1000);
+  EXPECT_GT(std::get<0>(at::_unique(a.timesteps)).numel(), 50) << "timesteps should vary";
+  EXPECT_NEAR(a.eps.mean().item<double>(), 0.0, 0.15);
+  EXPECT_NEAR(a.eps.std().item<double>(), 1.0, 0.1);
+}
+
+TEST(LearningRate, LinearWarmupThenConstant) {
+  const Config c = load_config("", {"train.lr=0.001", "train.warmup_steps=10"});
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.0001);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 4), 0.0005);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 9), 0.001);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5000), 0.001);
+  const Config none = load_config("", {"train.lr=0.001", "train.warmup_steps=0"});
+  EXPECT_DOUBLE_EQ(learning_rate_at(none, 0), 0.001);
+}
+
+}  // namespace
+}  // namespace difftrain::trainer
