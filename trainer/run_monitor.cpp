@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -36,6 +37,12 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 double unix_now_s() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string this_hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
 }
 
 bool is_wildcard(const std::string& bind_host) {
@@ -143,8 +150,9 @@ RunMonitor::RunMonitor(const Config& config, const std::string& run_dir,
     }
     exporter_ = std::make_unique<monitoring::Exporter>(
         metrics_->registry(), config.monitoring.bind, static_cast<int>(port));
-    const std::string host =
-        is_wildcard(config.monitoring.bind) ? place.hostname : config.monitoring.bind;
+    const std::string host = !is_wildcard(config.monitoring.bind) ? config.monitoring.bind
+                             : place.hostname.empty()                ? this_hostname()
+                                                                     : place.hostname;
     target_ = host + ":" + std::to_string(exporter_->port());
     targets_ = all_gather_strings(control, target_);
   }

@@ -31,6 +31,7 @@ struct Config;
 struct RankPlace {
   int local_rank = 0;            // rank among this node's processes (monitoring.port offset)
   std::string hostname;          // the target host when monitoring.bind is 0.0.0.0 or [::]
+                                 // (empty: gethostname())
   c10::Device device{c10::kCPU};
   std::string gradient_backend;  // "mpi" or "nccl": the backend label of difftrain_build_info
 };

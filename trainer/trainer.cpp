@@ -22,6 +22,7 @@
 #include "trainer/model_builder.h"
 #include "trainer/resume.h"
 #include "trainer/rng.h"
+#include "trainer/run_monitor.h"
 #include "trainer/step_noise.h"
 #include "trainer/stop_signal.h"
 #include "trainer/version.h"
@@ -158,6 +159,10 @@ TrainResult Trainer::run() {
   }
   control_.barrier();
 
+  // Serve this rank's metrics and publish every rank's /metrics target for Prometheus.
+  RunMonitor monitor(cfg, options_.run_dir, control_,
+                     {options_.local_rank, options_.hostname, device_, gradients_.backend()});
+
   spdlog::info("{} parameters, {} images in {}, global batch {} ({} per rank x {} ranks x {} "
                "micro-steps), {} steps per epoch, device {}, {} threads",
                parameter_count(*model), dataset.size(), cfg.data.dir, global_batch, batch, world,
@@ -181,7 +186,9 @@ TrainResult Trainer::run() {
       info.config_yaml = to_yaml(cfg);
       info.versions = version_string();
       result.checkpoint_path = store.commit(step, encode_checkpoint(info, *model, &ema, &optimizer));
-      spdlog::info("checkpoint {} written in {:.2f} s", result.checkpoint_path, seconds_since(start));
+      const double checkpoint_s = seconds_since(start);
+      spdlog::info("checkpoint {} written in {:.2f} s", result.checkpoint_path, checkpoint_s);
+      monitor.record_checkpoint(checkpoint_s);
       for (const auto& old : store.prune(cfg.checkpoint.keep, cfg.checkpoint.keep_every)) {
         spdlog::info("deleted old checkpoint {}", old);
       }
@@ -203,6 +210,9 @@ TrainResult Trainer::run() {
   auto interval_start = Clock::now();
 
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
+    const auto step_start = Clock::now();
+    StepRecord record;  // this step's metrics: phase times, per-sample losses and timesteps
+    std::vector<at::Tensor> sample_losses, sample_timesteps;
     reducer.zero_grad();
     at::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
     for (int64_t micro = 0; micro < accum; ++micro) {
@@ -221,24 +231,27 @@ TrainResult Trainer::run() {
                                         sample_shape);
       at::Tensor t = noise.timesteps.to(device_);
       at::Tensor eps = noise.eps.to(device_);
-      t_data += seconds_since(phase);
+      record.data_wait_s += seconds_since(phase);
 
       // Forward process, prediction, loss, backward; dropout draws from (seed, step, position).
       phase = Clock::now();
       torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
                                      static_cast<uint64_t>(first_position)));
       at::Tensor x_t = schedule.q_sample(x0, t, eps);
-      at::Tensor loss = eps_mse_loss(model->forward(x_t, t), eps);
+      at::Tensor eps_hat = model->forward(x_t, t);
+      at::Tensor loss = eps_mse_loss(eps_hat, eps);
       reducer.prepare_for_backward(micro + 1 == accum);
       (loss / static_cast<double>(accum)).backward();
       step_loss += loss.detach() / static_cast<double>(accum);
-      t_forward_backward += seconds_since(phase);
+      sample_losses.push_back(per_sample_mse(eps_hat.detach(), eps));
+      sample_timesteps.push_back(t);
+      record.forward_backward_s += seconds_since(phase);
     }
 
     // Average gradients over ranks.
     auto phase = Clock::now();
     reducer.reduce();
-    t_reduce += seconds_since(phase);
+    record.allreduce_s = seconds_since(phase);
 
     // Clip; skip the update if the gradient is not finite (the same decision on every rank,
     // since every rank holds the same averaged gradient).
@@ -270,8 +283,25 @@ TrainResult Trainer::run() {
       ++interval_good_steps;
     }
     ++interval_steps;
-    t_optimizer += seconds_since(phase);
+    record.optimizer_s = seconds_since(phase);
     result.final_step = step + 1;
+
+    // Record the step's metrics; its phase times also go into the progress line's.
+    record.step = step + 1;
+    record.images = batch * accum;
+    record.loss = step_loss;
+    record.per_sample_loss = torch::cat(sample_losses);
+    record.timesteps = torch::cat(sample_timesteps);
+    record.grad_norm = grad_norm;
+    record.learning_rate = learning_rate_at(cfg, step);
+    record.ema_decay = ema.decay_for(ema.updates());
+    record.skipped_nonfinite = !std::isfinite(grad_norm);
+    record.step_s = seconds_since(step_start);
+    monitor.record_step(record);
+    t_data += record.data_wait_s;
+    t_forward_backward += record.forward_backward_s;
+    t_reduce += record.allreduce_s;
+    t_optimizer += record.optimizer_s;
 
     // Agree on stopping, logging and time-based checkpoints: any rank may have received a stop
     // signal; rank 0 decides by its clock.
@@ -298,17 +328,19 @@ TrainResult Trainer::run() {
       const double elapsed = seconds_since(interval_start);
       const double step_s = elapsed / static_cast<double>(interval_steps);
       const double ms = 1000.0 / static_cast<double>(interval_steps);
+      const double images_per_s = static_cast<double>(interval_steps * global_batch) / elapsed;
       if (rank == 0) {
         spdlog::info(
             "step {}/{} epoch {:.2f} loss {:.4f} | {:.1f} img/s | {:.0f} ms/step (data {:.0f}, "
             "fwd+bwd {:.0f}, allreduce {:.0f}, opt {:.0f}) | lr {:.2e} | skipped {} | ETA {}",
             step + 1, cfg.train.steps,
             static_cast<double>((step + 1) * global_batch) / static_cast<double>(dataset.size()),
-            mean_loss, static_cast<double>(interval_steps * global_batch) / elapsed, step_s * 1000,
+            mean_loss, images_per_s, step_s * 1000,
             t_data * ms, t_forward_backward * ms, t_reduce * ms, t_optimizer * ms,
             learning_rate_at(cfg, step), result.skipped_steps,
             format_duration(step_s * static_cast<double>(cfg.train.steps - step - 1)));
       }
+      monitor.record_interval(step + 1, mean_loss, images_per_s);
       result.last_loss = mean_loss;
       interval_loss.zero_();
       interval_steps = interval_good_steps = 0;
@@ -345,8 +377,11 @@ TrainResult Trainer::run() {
     sampler_model->eval();
     torch::NoGradGuard no_grad;
     at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.sample.seed));
-    const at::Tensor images = sample(
-        [&](const at::Tensor& x, const at::Tensor& tt) { return sampler_model->forward(x, tt); },
+    const at::Tensor images = sample(  // a heartbeat per denoising step: busy, not stalled
+        [&](const at::Tensor& x, const at::Tensor& tt) {
+          monitor.heartbeat();
+          return sampler_model->forward(x, tt);
+        },
         schedule, {cfg.sample.n, shape.channels, shape.height, shape.width}, sampler_options(cfg),
         generator, device_);
     char name[64];

@@ -30,6 +30,8 @@ struct TrainerOptions {
   std::string run_dir;
   std::string resume = "auto";  // "auto": newest checkpoint in run_dir if any; "never"; or a path
   bool write_samples = true;    // the end-of-run grid
+  int local_rank = 0;           // rank on this node: monitoring.port offset
+  std::string hostname;         // this node's name: the Prometheus target host
 };
 
 // One rank of a run. `gradients` averages gradients (MPI or NCCL), `control` is a host (MPI)

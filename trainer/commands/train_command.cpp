@@ -90,6 +90,8 @@ void add_train_command(CLI::App& app) {
       TrainerOptions options;
       options.run_dir = run_dir;
       options.resume = args->resume;
+      options.local_rank = runtime.local_rank();
+      options.hostname = runtime.hostname();
       Trainer trainer(config, options, *gradients, control, runtime.device());
       const TrainResult result = trainer.run();
       if (runtime.rank() == 0) {

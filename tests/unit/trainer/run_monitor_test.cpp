@@ -45,6 +45,7 @@ class FakeCommunicator : public launch::Communicator {
  private:
   struct Done : launch::Work {
     void wait() override {}
+    bool is_completed() override { return true; }
   };
   int rank_, world_;
   std::vector<at::Tensor> others_;
