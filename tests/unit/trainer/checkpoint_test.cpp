@@ -135,5 +135,36 @@ TEST_F(CheckpointTest, StoreCommitsAndPointsLatest) {
   }
 }
 
+TEST_F(CheckpointTest, PruneKeepsNewestMultiplesAndLatest) {
+  CheckpointStore store(dir_.string());
+  for (int64_t step : {5, 10, 15, 20, 25, 30}) store.commit(step, "x");
+  const auto deleted = store.prune(/*keep=*/2, /*keep_every=*/10);
+  std::vector<int64_t> left;
+  for (const auto& f : store.list()) left.push_back(checkpoint_step(f));
+  EXPECT_EQ(left, (std::vector<int64_t>{10, 20, 25, 30}));
+  EXPECT_EQ(deleted.size(), 2u);
+  EXPECT_EQ(checkpoint_step("/a/step-000000042.ckpt"), 42);
+  EXPECT_EQ(checkpoint_step("/a/step-000000042.ckpt.tmp-1"), -1);
+}
+
+TEST_F(CheckpointTest, OpenNewestGoodSkipsBadFiles) {
+  Net net;
+  torch::optim::AdamW optimizer(net.parameters(), torch::optim::AdamWOptions(1e-2));
+  Ema ema(net, 0.9);
+  CheckpointStore store(dir_.string());
+  EXPECT_FALSE(store.open_newest_good(torch::kCPU, [](const std::string&) {}).has_value());
+  store.commit(1, encode(net, ema, optimizer, 1));
+  const std::string bytes = encode(net, ema, optimizer, 2);
+  store.commit(2, bytes.substr(0, bytes.size() / 2));
+  std::vector<std::string> problems;
+  auto loaded = store.open_newest_good(torch::kCPU, [&](const std::string& p) { problems.push_back(p); });
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->info().step, 1);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("step-000000002.ckpt"), std::string::npos);
+  write_bytes(store.path_for_step(1), "junk");
+  EXPECT_THROW(store.open_newest_good(torch::kCPU, [](const std::string&) {}), CheckpointError);
+}
+
 }  // namespace
 }  // namespace difftrain::trainer
