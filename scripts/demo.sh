@@ -9,7 +9,8 @@ bin=$build/trainer/difftrain
 data=runs/data/fashion-mnist
 run=runs/demo
 fmnist=/usr/share/datasets/fashion-mnist
-steps=${DEMO_STEPS:-400}
+steps_args=()
+if [ -n "${DEMO_STEPS:-}" ]; then steps_args=(--set "train.steps=$DEMO_STEPS"); fi
 
 if [ ! -f "$data/index.json" ]; then
   echo "== preparing Fashion-MNIST (60000 images, padded to 32x32) into $data"
@@ -20,9 +21,9 @@ fi
 
 # A fresh run each time: the demo's own run directory only.
 rm -rf "$run"
-echo "== training configs/fmnist-demo.yaml on 2 ranks for $steps steps (progress every 10 s)"
+echo "== training configs/fmnist-demo.yaml on 2 ranks (progress every 10 s)"
 launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
-  --set "train.steps=$steps"
+  "${steps_args[@]}"
 
 echo "== sampling: DDIM 50 steps from the EMA weights, with the x_T -> x_0 progression"
 "$bin" sample --run-dir "$run" --sampler ddim --steps 50 --n 64 --seed 1 \
