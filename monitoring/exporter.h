@@ -4,17 +4,21 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 namespace prometheus {
-class Exposer;
 class Registry;
 }  // namespace prometheus
 
 namespace difftrain::monitoring {
 
-// Serves `registry` at http://<bind_host>:<port>/metrics from civetweb worker threads until
-// destroyed. Keeps the registry alive for its own lifetime. Destruction can take up to 2 s:
-// civetweb's accept loop notices the stop request only between 2 s polls.
+// Serves `registry` at http://<bind_host>:<port>/metrics from one background thread until
+// destroyed; destruction stops it at once. Keeps the registry alive for its own lifetime.
+// Our own small HTTP/1.1 server rather than prometheus-cpp's civetweb Exposer: civetweb starts
+// its threads with a fixed 100 KiB stack, which cannot hold the static TLS of a process that
+// loads LibTorch, OpenBLAS and NCCL (pthread_create fails with EINVAL); our thread gets the
+// default stack. One connection at a time (Prometheus scrapes a target sequentially), each
+// answered and closed; GET or HEAD /metrics gives the text exposition format, any other path 404.
 // Thread safety: port() may be called from any thread; construction and destruction from one.
 class Exporter {
  public:
@@ -22,7 +26,7 @@ class Exporter {
   // one ("[::1]"). port 0 binds any free port (see port()); use it when several ranks share a
   // node and publish their targets through write_file_sd. No fallback to another port: a port
   // that cannot be bound (busy, privileged, bad host) throws std::runtime_error naming the port
-  // and civetweb's reason, e.g. "monitoring.port 9100: cannot listen on 127.0.0.1:9100 (cannot
+  // and the reason, e.g. "monitoring.port 9100: cannot listen on 127.0.0.1:9100 (cannot
   // bind to 127.0.0.1:9100: 98 (Address already in use)); pick a free port or 0 for any".
   Exporter(std::shared_ptr<prometheus::Registry> registry, const std::string& bind_host, int port);
   ~Exporter();
@@ -33,9 +37,14 @@ class Exporter {
   int port() const;
 
  private:
+  void serve();
+  void answer(int connection) const;
+
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int listen_fd_ = -1;
+  int wake_fds_[2] = {-1, -1};  // a byte written to [1] ends serve()
   int port_ = 0;
+  std::thread thread_;
 };
 
 }  // namespace difftrain::monitoring

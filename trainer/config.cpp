@@ -122,6 +122,22 @@ std::vector<ConfigKey> build_keys() {
       [](Config& c) -> auto& { return c.model.dropout; },
       [](const Config& c) { return c.model.dropout >= 0 && c.model.dropout < 1
                                 ? "" : "must be in [0, 1)"; }));
+  k.push_back(make_key<std::string>("model.prediction", "string",
+      "What the network predicts: `eps` (the noise) or `v` = sqrt(abar) eps - sqrt(1-abar) x0 "
+      "(Salimans & Ho 2022); every sampler works with both.",
+      [](Config& c) -> auto& { return c.model.prediction; },
+      [](const Config& c) { return one_of(c.model.prediction, {"eps", "v"}); }));
+  k.push_back(make_key<int64_t>("model.num_classes", "int",
+      "Class-conditional model over this many labels (the dataset's label count); 0 = "
+      "unconditional.",
+      [](Config& c) -> auto& { return c.model.num_classes; },
+      [](const Config& c) { return c.model.num_classes >= 0 ? "" : "must be >= 0"; }));
+  k.push_back(make_key<double>("model.label_dropout", "float",
+      "Probability of training a sample with no label, so that one model also makes the "
+      "unconditional prediction classifier-free guidance needs (used when model.num_classes > 0).",
+      [](Config& c) -> auto& { return c.model.label_dropout; },
+      [](const Config& c) { return c.model.label_dropout >= 0 && c.model.label_dropout <= 1
+                                ? "" : "must be in [0, 1]"; }));
   // diffusion
   k.push_back(make_key<std::string>("diffusion.schedule", "string",
       "Noise schedule: `linear` (Ho et al. 2020) or `cosine` (Nichol & Dhariwal 2021).",
@@ -239,9 +255,10 @@ std::vector<ConfigKey> build_keys() {
       [](const Config& c) { return non_negative(static_cast<double>(c.checkpoint.keep_every)); }));
   // sample
   k.push_back(make_key<std::string>("sample.sampler", "string",
-      "Sampler for the end-of-run grid: `ddpm` or `ddim`.",
+      "Sampler for the end-of-run grid: `ddpm`, `ddim` or `dpmpp2m` "
+      "(DPM-Solver++(2M), 10-20 steps).",
       [](Config& c) -> auto& { return c.sample.sampler; },
-      [](const Config& c) { return one_of(c.sample.sampler, {"ddpm", "ddim"}); }));
+      [](const Config& c) { return one_of(c.sample.sampler, {"ddpm", "ddim", "dpmpp2m"}); }));
   k.push_back(make_key<int64_t>("sample.steps", "int",
       "Reverse steps of the end-of-run grid (<= diffusion.timesteps).",
       [](Config& c) -> auto& { return c.sample.steps; },

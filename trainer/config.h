@@ -27,6 +27,9 @@ struct Config {
     int64_t num_res_blocks = 2;
     std::vector<int64_t> attention_resolutions = {16};
     double dropout = 0.1;
+    std::string prediction = "eps";
+    int64_t num_classes = 0;
+    double label_dropout = 0.1;
   } model;
   struct Diffusion {
     std::string schedule = "linear";

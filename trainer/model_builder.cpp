@@ -12,6 +12,7 @@ UNetOptions unet_options(const Config& config) {
   options.num_res_blocks = config.model.num_res_blocks;
   options.attention_resolutions = config.model.attention_resolutions;
   options.dropout = config.model.dropout;
+  options.num_classes = config.model.num_classes;
   validate(options);
   return options;
 }

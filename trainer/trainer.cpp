@@ -17,6 +17,7 @@
 #include "launch/gradient_reducer.h"
 #include "trainer/checkpoint.h"
 #include "trainer/diffusion/objective.h"
+#include "trainer/diffusion/prediction.h"
 #include "trainer/ema.h"
 #include "trainer/image_grid.h"
 #include "trainer/model_builder.h"
@@ -102,6 +103,12 @@ TrainResult Trainer::run() {
         std::to_string(cfg.model.image_size) +
         "] (model.in_channels, model.image_size); re-run prepare with --pad-to or set the keys");
   }
+  if (cfg.model.num_classes > 0 && dataset.manifest().label_count != cfg.model.num_classes) {
+    throw std::runtime_error("model.num_classes = " + std::to_string(cfg.model.num_classes) +
+                             ": data.dir " + cfg.data.dir + " has " +
+                             std::to_string(dataset.manifest().label_count) +
+                             " labels; set model.num_classes to that (or 0 for unconditional)");
+  }
   data::DistributedSampler sampler(dataset.size(), micro_global_batch, seed);
 
   // Build the model identically everywhere, then make rank 0's weights everyone's.
@@ -110,6 +117,7 @@ TrainResult Trainer::run() {
   model->to(device_);
   broadcast_module(gradients_, *model);
   const NoiseSchedule schedule = noise_schedule(cfg);
+  const Prediction prediction = parse_prediction(cfg.model.prediction);
   auto parameters = model->parameters();
   torch::optim::AdamW optimizer(
       parameters, torch::optim::AdamWOptions(cfg.train.lr)
@@ -228,9 +236,15 @@ TrainResult Trainer::run() {
                           .sub_(1.0);
       const int64_t first_position = micro * micro_global_batch + rank * batch;
       StepNoise noise = draw_step_noise(seed, step, first_position, batch, schedule.timesteps(),
-                                        sample_shape);
+                                        sample_shape, cfg.model.label_dropout);
       at::Tensor t = noise.timesteps.to(device_);
       at::Tensor eps = noise.eps.to(device_);
+      at::Tensor labels;  // class-conditional models: dropped labels become "no label"
+      if (cfg.model.num_classes > 0) {
+        labels = torch::tensor(host_batch.labels, torch::kLong)
+                     .masked_fill_(noise.drop_label, cfg.model.num_classes)
+                     .to(device_);
+      }
       record.data_wait_s += seconds_since(phase);
 
       // Forward process, prediction, loss, backward; dropout draws from (seed, step, position).
@@ -238,12 +252,14 @@ TrainResult Trainer::run() {
       torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
                                      static_cast<uint64_t>(first_position)));
       at::Tensor x_t = schedule.q_sample(x0, t, eps);
-      at::Tensor eps_hat = model->forward(x_t, t);
-      at::Tensor loss = eps_mse_loss(eps_hat, eps);
+      // The network predicts eps or v (model.prediction); the loss compares like with like.
+      at::Tensor target = prediction == Prediction::kV ? schedule.v_target(x0, t, eps) : eps;
+      at::Tensor output = model->forward(x_t, t, labels);
+      at::Tensor loss = eps_mse_loss(output, target);
       reducer.prepare_for_backward(micro + 1 == accum);
       (loss / static_cast<double>(accum)).backward();
       step_loss += loss.detach() / static_cast<double>(accum);
-      sample_losses.push_back(per_sample_mse(eps_hat.detach(), eps));
+      sample_losses.push_back(per_sample_mse(output.detach(), target));
       sample_timesteps.push_back(t);
       record.forward_backward_s += seconds_since(phase);
     }
@@ -378,10 +394,12 @@ TrainResult Trainer::run() {
     torch::NoGradGuard no_grad;
     at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.sample.seed));
     const at::Tensor images = sample(  // a heartbeat per denoising step: busy, not stalled
-        [&](const at::Tensor& x, const at::Tensor& tt) {
-          monitor.heartbeat();
-          return sampler_model->forward(x, tt);
-        },
+        as_eps_predictor(
+            [&](const at::Tensor& x, const at::Tensor& tt) {
+              monitor.heartbeat();
+              return sampler_model->forward(x, tt);
+            },
+            schedule, prediction),
         schedule, {cfg.sample.n, shape.channels, shape.height, shape.width}, sampler_options(cfg),
         generator, device_);
     char name[64];

@@ -21,6 +21,7 @@
 #include "trainer/diffusion/objective.h"
 #include "trainer/ema.h"
 #include "trainer/model_builder.h"
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 namespace {
 
@@ -66,9 +67,10 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
   const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
   const std::vector<int64_t> shape = {args.batch, channels, size, size};
 
-  double wait_s = 0, reduce_s = 0;
+  double wait_s = 0, reduce_s = 0, backward_s = 0, rest_s = 0;
   size_t overlapped = 0;
   auto step = [&] {
+    const auto step_start = Clock::now();
     const at::Tensor images = torch::randint(0, 256, shape, torch::kByte);
     const at::Tensor x0 = images.to(device).to(torch::kFloat).div_(127.5).sub_(1.0);
     const at::Tensor t = torch::randint(0, schedule.timesteps(), {args.batch},
@@ -78,6 +80,8 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
     if (args.overlap) reducer.prepare_for_backward(/*sync=*/true);
     const at::Tensor loss = trainer::eps_mse_loss(model->forward(schedule.q_sample(x0, t, eps), t), eps);
     loss.backward();
+    const auto backward_end = Clock::now();
+    backward_s += std::chrono::duration<double>(backward_end - step_start).count();
     reducer.reduce();
     wait_s += reducer.last_wait_seconds();
     reduce_s += reducer.last_reduce_seconds();
@@ -85,16 +89,22 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
     if (cfg.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, cfg.train.grad_clip);
     optimizer.step();
     ema.update(*model);
+    rest_s += std::chrono::duration<double>(Clock::now() - backward_end).count();
   };
 
   model->train();
   for (int i = 0; i < args.warmup; ++i) step();
-  wait_s = reduce_s = 0;
+  wait_s = reduce_s = backward_s = rest_s = 0;
   overlapped = 0;
   gradients->barrier();
   MPI_Barrier(MPI_COMM_WORLD);
   const auto start = Clock::now();
+  if (std::getenv("TRACE")) {
+    torch::autograd::profiler::RecordProfile guard(std::getenv("TRACE"));
+    for (int i = 0; i < args.steps; ++i) step();
+  } else {
   for (int i = 0; i < args.steps; ++i) step();
+  }
   if (device.is_cuda()) torch::cuda::synchronize();
   const double elapsed_s =
       max_over_ranks(std::chrono::duration<double>(Clock::now() - start).count());
@@ -105,14 +115,16 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
     std::printf(
         "difftrain: %s, %lld parameters, %d ranks x %lld images, %d threads/rank, %d steps: "
         "%.1f img/s, %.0f ms/step | wait %.1f ms/step (%.1f%% of step), reduce span %.1f "
-        "ms/step, %.1f of %zu buckets launched in backward, backend %s, overlap %s\n",
+        "ms/step, %.1f of %zu buckets launched in backward, backend %s, overlap %s | rank 0: "
+        "data+fwd+bwd %.0f ms, wait+clip+opt+ema %.0f ms\n",
         std::filesystem::path(args.config).stem().c_str(),
         static_cast<long long>(trainer::parameter_count(*model)), world,
         static_cast<long long>(args.batch), args.threads, args.steps, images_per_s,
         1000 * elapsed_s / args.steps, 1000 * max_wait_s / args.steps,
         100 * max_wait_s / elapsed_s, 1000 * reduce_s / args.steps,
         static_cast<double>(overlapped) / args.steps, reducer.bucket_count(),
-        gradients->backend().c_str(), args.overlap ? "on" : "off");
+        gradients->backend().c_str(), args.overlap ? "on" : "off", 1000 * backward_s / args.steps,
+        1000 * rest_s / args.steps);
     std::fflush(stdout);
   }
 }

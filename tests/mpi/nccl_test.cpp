@@ -87,7 +87,9 @@ TEST_F(Nccl, OverlappedReducerEqualsPerTensorAllReduce) {
   for (size_t i = 0; i < expected.size(); ++i) {
     EXPECT_TRUE(torch::allclose(model->parameters()[i].grad(), expected[i], 1e-5, 1e-6)) << i;
   }
-  if (world > 1) EXPECT_GT(reducer.last_overlapped_buckets(), 0u);
+  if (world > 1) {
+    EXPECT_GT(reducer.last_overlapped_buckets(), 0u);
+  }
 }
 
 TEST_F(Nccl, SkippedCollectiveTimesOutAndAborts) {

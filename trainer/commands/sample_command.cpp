@@ -1,13 +1,16 @@
-// `difftrain sample`: load a checkpoint, run DDPM or DDIM, write a PNG grid (and optionally a
-// strip of the reverse process).
+// `difftrain sample`: load a checkpoint, run DDPM, DDIM or DPM-Solver++ (optionally for one
+// class, with classifier-free guidance), write a PNG grid and optionally a reverse-process strip.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <iostream>
+#include <sstream>
 
 #include "trainer/checkpoint.h"
 #include "trainer/commands/commands.h"
 #include "trainer/config.h"
+#include "trainer/diffusion/guidance.h"
+#include "trainer/diffusion/prediction.h"
 #include "trainer/ema.h"
 #include "trainer/image_grid.h"
 #include "trainer/model_builder.h"
@@ -19,7 +22,8 @@ void add_sample_command(CLI::App& app) {
     std::string run_dir, checkpoint, sampler = "ddim", variance = "beta", out = "samples.png";
     std::string progression, weights = "ema", device = "auto";
     int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8;
-    double eta = 0.0;
+    double eta = 0.0, guidance = 0.0;
+    int64_t label = -1;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("sample", "Generate images from a checkpoint into a PNG grid");
@@ -27,9 +31,16 @@ void add_sample_command(CLI::App& app) {
   source->add_option("--run-dir", args->run_dir, "Run directory: its newest checkpoint");
   source->add_option("--checkpoint", args->checkpoint, "A checkpoint file");
   source->require_option(1);
-  cmd->add_option("--sampler", args->sampler, "ddpm or ddim")->check(CLI::IsMember({"ddpm", "ddim"}));
+  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m (DPM-Solver++(2M))")
+      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
   cmd->add_option("--steps", args->steps, "Reverse steps (DDPM: T is the classic sampler)");
   cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
+  cmd->add_option("--class", args->label,
+                  "Class label in [0, model.num_classes) of a class-conditional model; -1 "
+                  "(default) = unconditional");
+  cmd->add_option("--guidance", args->guidance,
+                  "Classifier-free guidance w (Ho & Salimans): (1+w) eps_class - w eps_uncond; "
+                  "0 = plain conditional (needs --class)");
   cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
       ->check(CLI::IsMember({"beta", "posterior"}));
   cmd->add_option("--n", args->n, "Number of images")->check(CLI::Range(1, 4096));
@@ -66,6 +77,18 @@ void add_sample_command(CLI::App& app) {
       ema.copy_to(*model);
     }
     model->eval();
+    const int64_t num_classes = config.model.num_classes;
+    if (args->label < -1 || (args->label >= 0 && args->label >= num_classes)) {
+      throw std::runtime_error("--class " + std::to_string(args->label) + ": the model has " +
+                               std::to_string(num_classes) +
+                               " classes (model.num_classes); want -1 or a label below that");
+    }
+    if (args->guidance != 0.0 && args->label < 0) {
+      std::ostringstream message;
+      message << "--guidance " << args->guidance
+              << ": needs --class K (guidance is towards a class)";
+      throw std::runtime_error(message.str());
+    }
     torch::NoGradGuard no_grad;
 
     SamplerOptions options;
@@ -91,7 +114,18 @@ void add_sample_command(CLI::App& app) {
     at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(args->seed));
     const auto start = std::chrono::steady_clock::now();
     const at::Tensor images = sample(
-        [&](const at::Tensor& x, const at::Tensor& t) { return model->forward(x, t); }, schedule,
+        as_eps_predictor(
+            args->label < 0
+                ? ModelFunction([&](const at::Tensor& x, const at::Tensor& t) {
+                    return model->forward(x, t);
+                  })
+                : classifier_free_guidance(
+                      [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
+                        return model->forward(x, t, labels);
+                      },
+                      args->label, num_classes, args->guidance),
+            schedule, parse_prediction(config.model.prediction)),
+        schedule,
         {args->n, config.model.in_channels, config.model.image_size, config.model.image_size},
         options, generator, device, on_step);
     const double seconds =

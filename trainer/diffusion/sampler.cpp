@@ -1,6 +1,6 @@
-// DDPM and DDIM reverse processes; see sampler.h. Both are written in terms of the predicted
-// x0, so clipping it to the data range changes both the same way, and both run on any
-// sub-sequence t_0 < ... < t_{S-1} of timesteps with abar_prev = abar_{t_{k-1}} (1 for k = 0).
+// DDPM, DDIM and DPM-Solver++(2M) reverse processes; see sampler.h. All are written in terms of
+// the predicted x0, so clipping it to the data range changes them the same way, and all run on
+// any sub-sequence t_0 < ... < t_{S-1} of timesteps with abar_prev = abar_{t_{k-1}} (1 for k = 0).
 #include "trainer/diffusion/sampler.h"
 
 #include <ATen/core/grad_mode.h>
@@ -51,12 +51,42 @@ at::Tensor ddim_step(const at::Tensor& x0, const at::Tensor& eps, const StepCoef
   return next;
 }
 
+// lambda = log(alpha / sigma) with alpha = sqrt(abar), sigma = sqrt(1 - abar).
+double log_snr(double alpha_bar) { return 0.5 * std::log(alpha_bar / (1.0 - alpha_bar)); }
+
+// DPM-Solver++(2M) state carried between steps: the previous x0-prediction and step size h.
+struct MultistepState {
+  at::Tensor previous_x0;  // undefined before the first step
+  double previous_h = 0.0;
+};
+
+// Lu et al. 2022 (DPM-Solver++), alg. 2, from lambda to lambda' = lambda + h:
+// x' = (sigma'/sigma) x - alpha' (e^-h - 1) D, with D = x0 on the first step (DDIM) and
+// D = (1 + 1/(2r)) x0 - 1/(2r) x0_prev, r = h_prev / h, after it. The last step (abar' = 1,
+// sigma' = 0, h = inf) returns x0 itself, as DDIM does.
+at::Tensor dpm_solver_pp_2m_step(const at::Tensor& x, const at::Tensor& x0,
+                                 const StepCoefficients& c, MultistepState& state) {
+  if (c.a_prev >= 1.0) return x0.clone();
+  const double h = log_snr(c.a_prev) - log_snr(c.a);
+  at::Tensor d = x0;
+  if (state.previous_x0.defined()) {
+    const double half_inverse_r = 0.5 * h / state.previous_h;
+    d = x0 * (1.0 + half_inverse_r) - state.previous_x0 * half_inverse_r;
+  }
+  at::Tensor next =
+      x * std::sqrt((1.0 - c.a_prev) / (1.0 - c.a)) - d * (std::sqrt(c.a_prev) * std::expm1(-h));
+  state.previous_x0 = x0;
+  state.previous_h = h;
+  return next;
+}
+
 }  // namespace
 
 SamplerKind parse_sampler_kind(const std::string& name) {
   if (name == "ddpm") return SamplerKind::kDdpm;
   if (name == "ddim") return SamplerKind::kDdim;
-  throw std::runtime_error("sample.sampler = '" + name + "': must be 'ddpm' or 'ddim'");
+  if (name == "dpmpp2m") return SamplerKind::kDpmSolverPP2M;
+  throw std::runtime_error("sample.sampler = '" + name + "': must be 'ddpm', 'ddim' or 'dpmpp2m'");
 }
 
 DdpmVariance parse_ddpm_variance(const std::string& name) {
@@ -65,7 +95,17 @@ DdpmVariance parse_ddpm_variance(const std::string& name) {
   throw std::runtime_error("sample.ddpm_variance = '" + name + "': must be 'beta' or 'posterior'");
 }
 
-std::string to_string(SamplerKind kind) { return kind == SamplerKind::kDdpm ? "ddpm" : "ddim"; }
+std::string to_string(SamplerKind kind) {
+  switch (kind) {
+    case SamplerKind::kDdpm:
+      return "ddpm";
+    case SamplerKind::kDdim:
+      return "ddim";
+    case SamplerKind::kDpmSolverPP2M:
+      return "dpmpp2m";
+  }
+  return "?";
+}
 
 std::string to_string(DdpmVariance variance) {
   return variance == DdpmVariance::kBeta ? "beta" : "posterior";
@@ -97,6 +137,54 @@ std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps) {
   return result;
 }
 
+std::vector<int64_t> log_snr_timesteps(const NoiseSchedule& schedule, int64_t steps) {
+  const int64_t timesteps = schedule.timesteps();
+  if (steps < 1 || steps > timesteps) {
+    throw std::runtime_error("log_snr_timesteps: steps = " + std::to_string(steps) +
+                             " outside [1, " + std::to_string(timesteps) + "]");
+  }
+  if (steps == 1) return {timesteps - 1};
+  std::vector<double> lambdas(static_cast<size_t>(timesteps));  // strictly decreasing in t
+  for (int64_t t = 0; t < timesteps; ++t) {
+    lambdas[static_cast<size_t>(t)] = log_snr(schedule.alpha_bar(t));
+  }
+  const double high = lambdas.front();
+  const bool floored = lambdas.back() < kLogSnrFloor && steps > 2;
+  const double low = floored ? std::min(kLogSnrFloor, high) : lambdas.back();
+  const int64_t even = floored ? steps - 1 : steps;  // points evenly spaced in lambda
+  std::vector<int64_t> result;
+  for (int64_t k = 0; k < even; ++k) {
+    const double target =
+        high - (high - low) * static_cast<double>(k) / static_cast<double>(even - 1);
+    // First t with lambda_t <= target, or its predecessor if that is nearer.
+    const auto it = std::lower_bound(lambdas.begin(), lambdas.end(), target,
+                                     [](double lambda, double value) { return lambda > value; });
+    int64_t t = std::min<int64_t>(it - lambdas.begin(), timesteps - 1);
+    if (t > 0 && std::abs(lambdas[static_cast<size_t>(t - 1)] - target) <
+                     std::abs(lambdas[static_cast<size_t>(t)] - target)) {
+      --t;
+    }
+    result.push_back(t);
+  }
+  if (floored) result.push_back(timesteps - 1);
+  // Nearest-timestep rounding can repeat a timestep where lambda is steep: make the grid strictly
+  // increasing within [0, T-1] (possible since steps <= T), keeping both ends.
+  result.front() = 0;
+  for (size_t k = 1; k < result.size(); ++k) result[k] = std::max(result[k], result[k - 1] + 1);
+  result.back() = timesteps - 1;
+  for (size_t k = result.size() - 1; k-- > 0;) {
+    result[k] = std::min(result[k], result[k + 1] - 1);
+  }
+  return result;
+}
+
+std::vector<int64_t> sampler_timesteps(const NoiseSchedule& schedule,
+                                       const SamplerOptions& options) {
+  return options.kind == SamplerKind::kDpmSolverPP2M
+             ? log_snr_timesteps(schedule, options.steps)
+             : sampling_timesteps(schedule.timesteps(), options.steps);
+}
+
 at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                        const at::Tensor& x_T, const SamplerOptions& options,
                        at::Generator& generator, const StepCallback& on_step) {
@@ -119,8 +207,9 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
   };
   const at::TensorOptions timestep_options = at::TensorOptions().dtype(at::kLong).device(device);
 
-  const std::vector<int64_t> timesteps = sampling_timesteps(schedule.timesteps(), options.steps);
+  const std::vector<int64_t> timesteps = sampler_timesteps(schedule, options);
   const int64_t steps = options.steps;
+  MultistepState multistep;
   for (int64_t index = 0; index < steps; ++index) {
     const int64_t k = steps - 1 - index;
     const int64_t t = timesteps[static_cast<size_t>(k)];
@@ -145,8 +234,17 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
         eps = (x - x0 * std::sqrt(c.a)) * (1.0 / std::sqrt(1.0 - c.a));
       }
     }
-    x = options.kind == SamplerKind::kDdpm ? ddpm_step(x, x0, c, options.variance, k == 0, noise)
-                                           : ddim_step(x0, eps, c, options.eta, noise);
+    switch (options.kind) {
+      case SamplerKind::kDdpm:
+        x = ddpm_step(x, x0, c, options.variance, k == 0, noise);
+        break;
+      case SamplerKind::kDdim:
+        x = ddim_step(x0, eps, c, options.eta, noise);
+        break;
+      case SamplerKind::kDpmSolverPP2M:
+        x = dpm_solver_pp_2m_step(x, x0, c, multistep);
+        break;
+    }
     if (on_step) on_step(index, t, x);
   }
   return x;

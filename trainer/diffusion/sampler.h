@@ -1,5 +1,6 @@
 // Reverse-process samplers: ancestral DDPM (Ho et al. 2020, alg. 2) with optional respacing
-// (Nichol & Dhariwal 2021, sec. 4), and DDIM (Song et al. 2021, eq. 12) with eta in [0, 1].
+// (Nichol & Dhariwal 2021, sec. 4), DDIM (Song et al. 2021, eq. 12) with eta in [0, 1], and
+// DPM-Solver++(2M) (Lu et al. 2022, alg. 2) for deterministic sampling in 10-20 steps.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,12 +19,15 @@ namespace difftrain::trainer {
 // no-grad; put the model in eval() mode before sampling.
 using EpsPredictor = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
 
-enum class SamplerKind { kDdpm, kDdim };
+// kDpmSolverPP2M: multistep second-order solver of the probability-flow ODE in the data
+// prediction (x0) form, stepping in log-SNR lambda_t = log(sqrt(abar_t) / sqrt(1 - abar_t)) on
+// the grid log_snr_timesteps(); deterministic (ignores eta and variance).
+enum class SamplerKind { kDdpm, kDdim, kDpmSolverPP2M };
 // Reverse-step variance of DDPM: sigma_t^2 = beta_t or the posterior variance
 // beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. sec. 3.2).
 enum class DdpmVariance { kBeta, kPosterior };
 
-// "ddpm" | "ddim" and "beta" | "posterior"; anything else throws naming the value.
+// "ddpm" | "ddim" | "dpmpp2m" and "beta" | "posterior"; anything else throws naming the value.
 SamplerKind parse_sampler_kind(const std::string& name);
 DdpmVariance parse_ddpm_variance(const std::string& name);
 std::string to_string(SamplerKind kind);
@@ -32,9 +36,10 @@ std::string to_string(DdpmVariance variance);
 // Config keys are `sample.<field>` (sample.sampler for kind, sample.ddpm_variance).
 struct SamplerOptions {
   SamplerKind kind = SamplerKind::kDdim;
-  // Model evaluations. Both samplers visit sampling_timesteps(T, steps); steps == T is the
-  // classic sampler. Fewer DDPM steps use betas re-derived from the kept alpha_bars
-  // (beta'_k = 1 - abar_{t_k} / abar_{t_{k-1}}, "respacing").
+  // Model evaluations. DDPM and DDIM visit sampling_timesteps(T, steps) (steps == T is the
+  // classic sampler), DPM-Solver++ log_snr_timesteps(schedule, steps). Fewer DDPM steps use
+  // betas re-derived from the kept alpha_bars (beta'_k = 1 - abar_{t_k} / abar_{t_{k-1}},
+  // "respacing").
   int64_t steps = 50;
   double eta = 0.0;  // DDIM only, [0, 1]: 0 = deterministic, 1 = DDPM posterior variance
   DdpmVariance variance = DdpmVariance::kBeta;
@@ -47,6 +52,18 @@ void validate(const SamplerOptions& options, int64_t timesteps);
 // The timesteps a `steps`-step sampler visits, ascending: round(k (T-1) / (steps-1)) for
 // k = 0..steps-1 (distinct, from 0 to T-1; {T-1} for one step). Precondition 1 <= steps <= T.
 std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps);
+
+// The timesteps DPM-Solver++ visits, ascending, from 0 to T-1 and distinct: the nearest
+// timesteps to points evenly spaced in lambda from lambda_0 down to max(lambda_{T-1},
+// kLogSnrFloor), then T-1 if the floor cut the range. Below the floor (SNR < e^-6) the
+// x0-prediction of unit-scale data is its mean to 0.25%, so steps spent there buy nothing; the
+// cosine schedule's clipped tail reaches lambda ~ -10. Precondition 1 <= steps <= T.
+constexpr double kLogSnrFloor = -3.0;
+std::vector<int64_t> log_snr_timesteps(const NoiseSchedule& schedule, int64_t steps);
+
+// The timesteps options.kind visits (one of the two above), ascending.
+std::vector<int64_t> sampler_timesteps(const NoiseSchedule& schedule,
+                                       const SamplerOptions& options);
 
 // Called after reverse step `index` (0 .. steps-1), which started from timestep `t`, with the
 // new state x (x_0 after the last step); for progression strips.

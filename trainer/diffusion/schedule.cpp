@@ -124,30 +124,53 @@ std::string NoiseSchedule::to_csv() const {
   return out.str();
 }
 
-at::Tensor NoiseSchedule::q_sample(const at::Tensor& x0, const at::Tensor& t,
-                                   const at::Tensor& eps) const {
+void NoiseSchedule::check_forward_arguments(const at::Tensor& x0, const at::Tensor& t,
+                                            const at::Tensor& eps, const char* caller) const {
   if (x0.dim() < 1 || x0.sizes() != eps.sizes() || t.dim() != 1 || t.size(0) != x0.size(0) ||
       t.is_floating_point() || t.is_complex()) {
     std::ostringstream message;
-    message << "q_sample: x0 " << x0.sizes() << ", eps " << eps.sizes() << ", t " << t.sizes()
+    message << caller << ": x0 " << x0.sizes() << ", eps " << eps.sizes() << ", t " << t.sizes()
             << " (" << t.scalar_type()
             << "): want x0 and eps [B, ...] of equal shape, t integer [B]";
     throw std::runtime_error(message.str());
   }
-  const at::Tensor index = t.to(at::kLong);
-  if (index.device().is_cpu() && index.numel() > 0) {
-    check_timestep(index.min().item<int64_t>());
-    check_timestep(index.max().item<int64_t>());
+  if (t.device().is_cpu() && t.numel() > 0) {
+    check_timestep(t.min().item<int64_t>());
+    check_timestep(t.max().item<int64_t>());
   }
-  std::vector<int64_t> coefficient_shape(static_cast<size_t>(x0.dim()), 1);
-  coefficient_shape[0] = x0.size(0);
-  const auto gather = [&](const at::Tensor& table) {
-    return table.to(index.device())
-        .index_select(0, index)
-        .to(x0.device(), x0.scalar_type())
-        .reshape(coefficient_shape);
-  };
-  return (gather(sqrt_alpha_bars_) * x0 + gather(sqrt_one_minus_alpha_bars_) * eps)
+}
+
+at::Tensor NoiseSchedule::gather(const at::Tensor& table, const at::Tensor& t,
+                                 const at::Tensor& like) const {
+  std::vector<int64_t> coefficient_shape(static_cast<size_t>(like.dim()), 1);
+  coefficient_shape[0] = like.size(0);
+  const at::Tensor index = t.to(at::kLong);
+  return table.to(index.device())
+      .index_select(0, index)
+      .to(like.device(), like.scalar_type())
+      .reshape(coefficient_shape);
+}
+
+at::Tensor NoiseSchedule::sqrt_alpha_bar_at(const at::Tensor& t, const at::Tensor& like) const {
+  return gather(sqrt_alpha_bars_, t, like);
+}
+
+at::Tensor NoiseSchedule::sqrt_one_minus_alpha_bar_at(const at::Tensor& t,
+                                                      const at::Tensor& like) const {
+  return gather(sqrt_one_minus_alpha_bars_, t, like);
+}
+
+at::Tensor NoiseSchedule::q_sample(const at::Tensor& x0, const at::Tensor& t,
+                                   const at::Tensor& eps) const {
+  check_forward_arguments(x0, t, eps, "q_sample");
+  return (gather(sqrt_alpha_bars_, t, x0) * x0 + gather(sqrt_one_minus_alpha_bars_, t, x0) * eps)
+      .to(x0.scalar_type());
+}
+
+at::Tensor NoiseSchedule::v_target(const at::Tensor& x0, const at::Tensor& t,
+                                   const at::Tensor& eps) const {
+  check_forward_arguments(x0, t, eps, "v_target");
+  return (gather(sqrt_alpha_bars_, t, x0) * eps - gather(sqrt_one_minus_alpha_bars_, t, x0) * x0)
       .to(x0.scalar_type());
 }
 

@@ -46,8 +46,21 @@ class NoiseSchedule {
   // shape mismatch, and (for CPU t only, to avoid a device sync) on t outside [0, T).
   at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& eps) const;
 
+  // The v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022,
+  // sec. 4); same arguments, result and errors as q_sample().
+  at::Tensor v_target(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& eps) const;
+
+  // sqrt(abar_t) and sqrt(1 - abar_t) of each sample, shaped [B, 1, ...] to broadcast against
+  // `like` [B, ...], on like's device and dtype (float64 tables cast once). t integer [B].
+  at::Tensor sqrt_alpha_bar_at(const at::Tensor& t, const at::Tensor& like) const;
+  at::Tensor sqrt_one_minus_alpha_bar_at(const at::Tensor& t, const at::Tensor& like) const;
+
  private:
   void check_timestep(int64_t t) const;
+  // Checks shapes (and CPU t's range) for q_sample()/v_target(); `caller` names the function.
+  void check_forward_arguments(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& eps,
+                               const char* caller) const;
+  at::Tensor gather(const at::Tensor& table, const at::Tensor& t, const at::Tensor& like) const;
 
   BetaSchedule kind_;
   int64_t timesteps_;

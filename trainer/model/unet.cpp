@@ -2,6 +2,8 @@
 // connections, and the printable layer plan.
 #include "trainer/model/unet.h"
 
+#include <torch/nn/init.h>
+
 #include <algorithm>
 #include <iomanip>
 #include <sstream>
@@ -90,6 +92,10 @@ void validate(const UNetOptions& options) {
            " for model.image_size " + std::to_string(options.image_size) + ")");
     }
   }
+  if (options.num_classes < 0) {
+    fail("model.num_classes = " + std::to_string(options.num_classes) +
+         ": must be >= 0 (0 = unconditional)");
+  }
   if (!(options.dropout >= 0.0 && options.dropout < 1.0)) {
     std::ostringstream value;
     value << options.dropout;
@@ -121,6 +127,17 @@ void UNetImpl::reset() {
                                std::to_string(ch) + "->" + std::to_string(temb_ch) +
                                " -> SiLU -> Linear " + std::to_string(temb_ch) + "->" +
                                std::to_string(temb_ch)));
+  if (options_.num_classes > 0) {
+    // Added to the time embedding, so every ResBlock sees the label as it sees the timestep.
+    // Zero at first: a fresh conditional model computes what the unconditional one does.
+    label_emb_ = register_module(
+        "label_emb", nn::Embedding(nn::EmbeddingOptions(options_.num_classes + 1, temb_ch)));
+    nn::init::zeros_(label_emb_->weight);
+    plan.push_back(plan_line("label_emb", "",
+                             "Embedding " + std::to_string(options_.num_classes) +
+                                 " classes + no-label -> " + std::to_string(temb_ch) +
+                                 ", added to temb"));
+  }
   conv_in_ = register_module("conv_in",
                              nn::Conv2d(nn::Conv2dOptions(options_.in_channels, ch, 3).padding(1)));
   init_default(conv_in_);
@@ -203,6 +220,10 @@ void UNetImpl::reset() {
 }
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t) {
+  return forward(x, t, at::Tensor());
+}
+
+at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
   const int64_t levels = static_cast<int64_t>(options_.channel_mult.size());
   const int64_t factor = int64_t{1} << (levels - 1);
   if (x.dim() != 4 || x.size(1) != options_.in_channels || x.size(2) % factor != 0 ||
@@ -220,7 +241,27 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t) {
     fail(message.str());
   }
 
-  const at::Tensor temb = temb_(t);
+  if (labels.defined()) {
+    if (options_.num_classes == 0) {
+      fail("UNet: labels given to an unconditional model (model.num_classes = 0)");
+    }
+    if (labels.dim() != 1 || labels.size(0) != x.size(0) || labels.is_floating_point() ||
+        labels.is_complex()) {
+      std::ostringstream message;
+      message << "UNet: labels have shape " << labels.sizes() << " and dtype "
+              << labels.scalar_type() << ", want integer [" << x.size(0) << "]";
+      fail(message.str());
+    }
+  }
+
+  at::Tensor temb = temb_(t);
+  if (options_.num_classes > 0) {
+    const at::Tensor index =
+        labels.defined() ? labels.to(at::kLong)
+                         : at::full({x.size(0)}, options_.num_classes,
+                                    at::TensorOptions().dtype(at::kLong).device(x.device()));
+    temb = temb + label_emb_(index).to(temb.scalar_type());
+  }
   std::vector<at::Tensor> hs;
   hs.reserve(static_cast<size_t>(levels * (options_.num_res_blocks + 1)));
   hs.push_back(conv_in_(x));
@@ -254,7 +295,9 @@ std::string UNetImpl::layer_plan() const {
       << options_.in_channels << ", image_size " << options_.image_size << ", channels "
       << options_.channels << ", channel_mult " << list_to_string(options_.channel_mult)
       << ", num_res_blocks " << options_.num_res_blocks << ", attention_resolutions "
-      << list_to_string(options_.attention_resolutions) << ", dropout " << options_.dropout << '\n';
+      << list_to_string(options_.attention_resolutions) << ", dropout " << options_.dropout;
+  if (options_.num_classes > 0) out << ", num_classes " << options_.num_classes;
+  out << '\n';
   for (const std::string& line : plan_lines_) out << line << '\n';
   return out.str();
 }

@@ -1,5 +1,7 @@
 // An in-process Communicator for unit tests: pretends to be one of `world_size` identical
-// ranks (a sum multiplies by world_size) and records every all-reduce it is asked for.
+// ranks (a sum multiplies by world_size) and records every all-reduce it is asked for. Like a
+// real transport it reads the buffer when the collective is launched, so a bucket launched
+// before its gradients were final comes back wrong.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -40,10 +42,11 @@ class FakeCommunicator : public Communicator {
   class FakeWork : public Work {
    public:
     FakeWork(at::Tensor tensor, int world_size, int* waits)
-        : tensor_(std::move(tensor)), world_size_(world_size), waits_(waits) {}
+        : tensor_(std::move(tensor)), sent_(tensor_.clone()), world_size_(world_size),
+          waits_(waits) {}
     void wait() override {
       if (done_) return;
-      tensor_.mul_(world_size_);  // the sum over world_size ranks holding the same values
+      tensor_.copy_(sent_ * world_size_);  // the sum over world_size ranks sending the same
       ++*waits_;
       done_ = true;
     }
@@ -51,6 +54,7 @@ class FakeCommunicator : public Communicator {
 
    private:
     at::Tensor tensor_;
+    at::Tensor sent_;  // the buffer as it was at launch
     int world_size_;
     int* waits_;
     bool done_ = false;

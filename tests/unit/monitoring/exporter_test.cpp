@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 
 #include "monitoring/training_metrics.h"
@@ -89,6 +90,18 @@ TEST(Exporter, KeepsTheRegistryAliveAfterTheMetricsAreGone) {
   Exporter exporter(metrics->registry(), "127.0.0.1", 0);
   metrics.reset();
   EXPECT_NE(http_get(exporter.port(), "/metrics").find("difftrain_steps_total"), std::string::npos);
+}
+
+TEST(Exporter, OtherPathsAreNotFoundAndStoppingIsImmediate) {
+  TrainingMetrics metrics("paths", 0, BuildInfo{});
+  const auto start = std::chrono::steady_clock::now();
+  {
+    Exporter exporter(metrics.registry(), "127.0.0.1", 0);
+    EXPECT_EQ(http_get(exporter.port(), "/").rfind("HTTP/1.1 404", 0), 0u);
+    EXPECT_EQ(http_get(exporter.port(), "/metrics?x=1").rfind("HTTP/1.1 200", 0), 0u);
+  }
+  // Stopping must not hold up the end of a run (civetweb's accept loop took up to 2 s).
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
 }
 
 TEST(Exporter, BusyPortGivesOneLineNamingIt) {

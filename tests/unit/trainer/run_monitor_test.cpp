@@ -216,10 +216,10 @@ TEST_F(RunMonitorTest, PublishesTargetAndServesStepMetrics) {
   EXPECT_NE(metrics.find("difftrain_steps_total" + labels + "} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("difftrain_images_total" + labels + "} 4"), std::string::npos);
   EXPECT_NE(metrics.find("difftrain_step" + labels + "} 1"), std::string::npos);
-  EXPECT_NE(metrics.find("difftrain_loss_by_timestep{quartile=\"q3\",rank=\"0\",run=\"run-a\"} 0.3"),
+  EXPECT_NE(metrics.find("difftrain_loss_by_timestep" + labels + ",quartile=\"q3\"} 0.3"),
             std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find("difftrain_build_info{backend=\"mpi\",device=\"cpu\""),
+  EXPECT_NE(metrics.find("difftrain_build_info" + labels + ",backend=\"mpi\",device=\"cpu\""),
             std::string::npos);
   EXPECT_NE(metrics.find("difftrain_process_resident_memory_bytes" + labels), std::string::npos);
   EXPECT_EQ(metrics.find("difftrain_device_memory_bytes" + labels), std::string::npos);

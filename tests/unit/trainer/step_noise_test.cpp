@@ -31,6 +31,23 @@ TEST(StepNoise, ReproducibleAndVaried) {
   EXPECT_NEAR(a.eps.std().item<double>(), 1.0, 0.1);
 }
 
+TEST(StepNoise, LabelDropoutIsPerSampleAndLeavesTheNoiseAlone) {
+  const StepNoise plain = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2});
+  const StepNoise half = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2}, 0.5);
+  EXPECT_TRUE(torch::equal(plain.eps, half.eps));
+  EXPECT_TRUE(torch::equal(plain.timesteps, half.timesteps));
+  EXPECT_FALSE(plain.drop_label.any().item<bool>());
+  EXPECT_TRUE(draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2}, 1.0).drop_label.all().item<bool>());
+  // 400 Bernoulli(0.5) draws: 200 +- 4.5 standard deviations (10).
+  EXPECT_NEAR(half.drop_label.sum().item<int64_t>(), 200, 45);
+  // Independent of the rank split (and so of world size), like the noise.
+  const StepNoise first = draw_step_noise(7, 3, 0, 150, 1000, {1, 2, 2}, 0.5);
+  const StepNoise second = draw_step_noise(7, 3, 150, 250, 1000, {1, 2, 2}, 0.5);
+  EXPECT_TRUE(torch::equal(torch::cat({first.drop_label, second.drop_label}), half.drop_label));
+  EXPECT_FALSE(torch::equal(half.drop_label,
+                            draw_step_noise(7, 4, 0, 400, 1000, {1, 2, 2}, 0.5).drop_label));
+}
+
 TEST(LearningRate, LinearWarmupThenConstant) {
   const Config c = load_config("", {"train.lr=0.001", "train.warmup_steps=10"});
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.0001);

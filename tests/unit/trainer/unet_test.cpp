@@ -224,6 +224,42 @@ TEST(UNetTest, ForwardRejectsMismatchedInputs) {
                std::runtime_error);
 }
 
+TEST(UNetTest, ClassLabelsConditionTheOutputAndDefaultToNoLabel) {
+  UNetOptions options = tiny_options(16);
+  options.num_classes = 3;
+  UNet model(options);
+  // The label embedding is the only addition: (classes + "no label") x 4*channels.
+  EXPECT_EQ(parameter_count(*model), parameter_count(*UNet(tiny_options(16))) + 4 * 4 * 32);
+  EXPECT_NE(model->layer_plan().find("label_emb"), std::string::npos);
+  randomise_parameters(model, 2);
+  model->eval();
+  const torch::Tensor x = torch::randn({2, 1, 16, 16});
+  const torch::Tensor t = torch::tensor({10, 500});
+  const torch::Tensor no_label = model->forward(x, t, torch::tensor({3, 3}));
+  EXPECT_TRUE(torch::equal(model->forward(x, t), no_label));
+  EXPECT_TRUE(torch::equal(model->forward(x, t, torch::Tensor()), no_label));
+  const torch::Tensor class_0 = model->forward(x, t, torch::tensor({0, 0}));
+  const torch::Tensor class_1 = model->forward(x, t, torch::tensor({1, 1}));
+  EXPECT_GT((class_0 - class_1).abs().max().item<float>(), 1e-3f);
+  EXPECT_GT((class_0 - no_label).abs().max().item<float>(), 1e-3f);
+  // Per-sample labels: sample b's output depends only on labels[b].
+  const torch::Tensor mixed = model->forward(x, t, torch::tensor({0, 1}));
+  EXPECT_TRUE(torch::allclose(mixed[0], class_0[0], 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(mixed[1], class_1[1], 1e-5, 1e-5));
+  // Bad labels, and labels for an unconditional model, are named.
+  EXPECT_NE(error_of([&] {
+              model->forward(x, t, torch::tensor({1.0f, 2.0f}));
+            }).find("labels"),
+            std::string::npos);
+  EXPECT_THROW(model->forward(x, t, torch::tensor({1})), std::runtime_error);
+  EXPECT_NE(error_of([&] {
+              UNet(tiny_options(16))->forward(x, t, torch::tensor({0, 1}));
+            }).find("model.num_classes = 0"),
+            std::string::npos);
+  options.num_classes = -1;
+  EXPECT_NE(error_of([&] { validate(options); }).find("model.num_classes = -1"), std::string::npos);
+}
+
 TEST(UNetTest, LayerPlanMentionsEveryLevel) {
   const std::string plan = UNet(tiny_options(32))->layer_plan();
   for (const std::string expected :
