@@ -26,7 +26,8 @@ double seconds_between(std::chrono::steady_clock::time_point from,
 // register_post_accumulate_grad_hook). FunctionPostHook has this signature in 1.13 and 2.x.
 class GradientReducer::ReadyHook : public torch::autograd::FunctionPostHook {
  public:
-  ReadyHook(GradientReducer* reducer, size_t parameter) : reducer_(reducer), parameter_(parameter) {}
+  ReadyHook(GradientReducer* reducer, size_t parameter)
+      : reducer_(reducer), parameter_(parameter) {}
   torch::autograd::variable_list operator()(
       const torch::autograd::variable_list& outputs,
       const torch::autograd::variable_list& /*inputs*/) override {
@@ -140,8 +141,9 @@ void GradientReducer::adopt_stolen_grad(size_t parameter, bool keep_values) {
 void GradientReducer::zero_grad() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (next_launch_ > 0) {
-    throw std::logic_error("GradientReducer::zero_grad: buckets of the last sync backward are "
-                           "still in flight; call reduce() first");
+    throw std::logic_error(
+        "GradientReducer::zero_grad: buckets of the last sync backward are "
+        "still in flight; call reduce() first");
   }
   reset_step_state();
   for (auto& bucket : buckets_) bucket.flat.zero_();
@@ -152,8 +154,9 @@ void GradientReducer::zero_grad() {
 void GradientReducer::prepare_for_backward(bool sync) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (next_launch_ > 0) {
-    throw std::logic_error("GradientReducer::prepare_for_backward: buckets of the last sync "
-                           "backward are still in flight; call reduce() before the next step");
+    throw std::logic_error(
+        "GradientReducer::prepare_for_backward: buckets of the last sync "
+        "backward are still in flight; call reduce() before the next step");
   }
   reset_step_state();
   armed_ = sync;
@@ -171,9 +174,8 @@ void GradientReducer::reset_step_state() {
 }
 
 bool GradientReducer::may_launch_here() const {
-  return communicator_.world_size() > 1 &&
-         (communicator_.launches_from_any_thread() ||
-          std::this_thread::get_id() == backward_thread_);
+  return communicator_.world_size() > 1 && (communicator_.launches_from_any_thread() ||
+                                            std::this_thread::get_id() == backward_thread_);
 }
 
 void GradientReducer::mark_ready(size_t parameter) {

@@ -83,8 +83,8 @@ class GradientReducer {
   class ReadyHook;
   using Clock = std::chrono::steady_clock;
   struct Bucket {
-    at::Tensor flat;     // on the parameters' device
-    at::Tensor staging;  // host copy when the backend cannot read device memory
+    at::Tensor flat;                    // on the parameters' device
+    at::Tensor staging;                 // host copy when the backend cannot read device memory
     std::vector<size_t> parameter_ids;  // indices into parameters_
     size_t pending = 0;                 // gradients not yet final in this sync backward
     std::unique_ptr<Work> work;         // in flight between launch and reduce()
@@ -103,16 +103,16 @@ class GradientReducer {
 
   Communicator& communicator_;
   std::vector<Bucket> buckets_;
-  std::vector<at::Tensor> parameters_;       // the trainable ones, registration order
-  std::vector<size_t> bucket_of_;            // parameter -> bucket index
-  std::vector<int64_t> offset_of_;           // parameter -> element offset in its bucket
-  std::vector<char> ready_;                  // parameter -> final in this sync backward
+  std::vector<at::Tensor> parameters_;  // the trainable ones, registration order
+  std::vector<size_t> bucket_of_;       // parameter -> bucket index
+  std::vector<int64_t> offset_of_;      // parameter -> element offset in its bucket
+  std::vector<char> ready_;             // parameter -> final in this sync backward
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps hooks alive
   std::vector<uintptr_t> hook_keys_;
 
-  std::mutex mutex_;  // hooks may run on autograd's device thread
-  bool armed_ = false;            // a sync backward is expected or under way
-  size_t next_launch_ = 0;        // buckets [0, next_launch_) are launched
+  std::mutex mutex_;                 // hooks may run on autograd's device thread
+  bool armed_ = false;               // a sync backward is expected or under way
+  size_t next_launch_ = 0;           // buckets [0, next_launch_) are launched
   std::thread::id backward_thread_;  // the thread that called prepare_for_backward()
   Clock::time_point first_launch_;
 

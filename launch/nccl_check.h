@@ -17,13 +17,14 @@ ncclResult_t check_nccl(ncclResult_t result, const char* call, const char* file,
 
 }  // namespace difftrain::launch
 
-#define DIFFTRAIN_CUDA_CHECK(call)                                                   \
-  do {                                                                               \
-    const cudaError_t difftrain_cuda_rc_ = (call);                                   \
-    if (difftrain_cuda_rc_ != cudaSuccess) {                                         \
+#define DIFFTRAIN_CUDA_CHECK(call)                                                          \
+  do {                                                                                      \
+    const cudaError_t difftrain_cuda_rc_ = (call);                                          \
+    if (difftrain_cuda_rc_ != cudaSuccess) {                                                \
       ::difftrain::launch::throw_cuda_error(difftrain_cuda_rc_, #call, __FILE__, __LINE__); \
-    }                                                                                \
+    }                                                                                       \
   } while (0)
 
 // Evaluates to the ncclResult_t (ncclSuccess or ncclInProgress).
-#define DIFFTRAIN_NCCL_CHECK(call) ::difftrain::launch::check_nccl((call), #call, __FILE__, __LINE__)
+#define DIFFTRAIN_NCCL_CHECK(call) \
+  ::difftrain::launch::check_nccl((call), #call, __FILE__, __LINE__)

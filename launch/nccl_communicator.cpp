@@ -27,23 +27,32 @@ void throw_cuda_error(cudaError_t code, const char* call, const char* file, int 
 ncclResult_t check_nccl(ncclResult_t result, const char* call, const char* file, int line) {
   if (result == ncclSuccess || result == ncclInProgress) return result;
   const char* detail = ncclGetLastError(nullptr);
-  throw std::runtime_error(std::string(call) + " failed at " + file + ":" + std::to_string(line) +
-                           ": " + ncclGetErrorString(result) +
-                           (detail != nullptr && *detail != '\0' ? std::string(": ") + detail : ""));
+  throw std::runtime_error(
+      std::string(call) + " failed at " + file + ":" + std::to_string(line) + ": " +
+      ncclGetErrorString(result) +
+      (detail != nullptr && *detail != '\0' ? std::string(": ") + detail : ""));
 }
 
 namespace {
 
 ncclDataType_t nccl_type(const at::Tensor& tensor) {
   switch (tensor.scalar_type()) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kHalf: return ncclFloat16;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kByte: return ncclUint8;
-    case at::kChar: return ncclInt8;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kByte:
+      return ncclUint8;
+    case at::kChar:
+      return ncclInt8;
     default:
       throw std::runtime_error(std::string("NCCL communicator: unsupported dtype ") +
                                std::string(c10::toString(tensor.scalar_type())));
@@ -77,7 +86,9 @@ class Backoff {
 class NcclWork : public Work {
  public:
   NcclWork(NcclCommunicator& communicator, cudaEvent_t done, at::Tensor tensor, std::string what)
-      : communicator_(communicator), done_(done), tensor_(std::move(tensor)),
+      : communicator_(communicator),
+        done_(done),
+        tensor_(std::move(tensor)),
         what_(std::move(what)) {}
   ~NcclWork() override { cudaEventDestroy(done_); }  // released once the event completes
   void wait() override {
@@ -125,8 +136,8 @@ NcclCommunicator::NcclCommunicator(int device_index, double timeout_s, MPI_Comm 
     ncclUniqueId id{};
     if (rank_ == 0) DIFFTRAIN_NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Request request = MPI_REQUEST_NULL;
-    DIFFTRAIN_MPI_CHECK(MPI_Ibcast(&id, static_cast<int>(sizeof(id)), MPI_BYTE, 0, bootstrap,
-                                   &request));
+    DIFFTRAIN_MPI_CHECK(
+        MPI_Ibcast(&id, static_cast<int>(sizeof(id)), MPI_BYTE, 0, bootstrap, &request));
     wait_with_deadline(&request, timeout_s_, "NCCL set-up (ncclUniqueId broadcast)", rank_,
                        world_size_);
     DIFFTRAIN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -289,8 +300,9 @@ void NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
 
 void NcclCommunicator::barrier() {
   if (aborted_) {
-    throw std::runtime_error("NCCL communicator barrier: the communicator was aborted after an "
-                             "earlier failure");
+    throw std::runtime_error(
+        "NCCL communicator barrier: the communicator was aborted after an "
+        "earlier failure");
   }
   const std::string what = describe("barrier", nullptr);
   DeviceGuard guard(device_);

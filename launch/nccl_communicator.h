@@ -65,8 +65,8 @@ class NcclCommunicator : public Communicator {
 
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t ready_ = nullptr;     // recorded on the caller's stream before each collective
-  int* barrier_buffer_ = nullptr;   // one int on the device, for barrier()
+  cudaEvent_t ready_ = nullptr;    // recorded on the caller's stream before each collective
+  int* barrier_buffer_ = nullptr;  // one int on the device, for barrier()
   int device_ = 0;
   int rank_ = 0;
   int world_size_ = 1;

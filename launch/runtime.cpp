@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "launch/host_allocator.h"
 #include "launch/mpi_check.h"
 
 namespace difftrain::launch {
@@ -65,6 +66,7 @@ Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
     const int count = static_cast<int>(torch::cuda::device_count());
     device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank_ % count));
   }
+  host_allocator_ = configure_host_allocator();
 }
 
 Runtime::~Runtime() {
@@ -81,6 +83,16 @@ int Runtime::default_threads() const {
 
 std::string Runtime::tag() const {
   return "[rank " + std::to_string(rank_) + "/" + std::to_string(world_size_) + "]";
+}
+
+void Runtime::report_error(const std::string& message) const {
+  const std::string line = tag() + " error: " + message + "\n";
+  size_t written = 0;
+  while (written < line.size()) {
+    const ssize_t n = ::write(STDERR_FILENO, line.data() + written, line.size() - written);
+    if (n <= 0) break;
+    written += static_cast<size_t>(n);
+  }
 }
 
 void Runtime::abort(int code) const {

@@ -8,7 +8,8 @@
 
 namespace difftrain::launch {
 
-// One per process, created before any collective and destroyed last. Works under `mpirun`,
+// One per process, created before any collective and destroyed last. It also tunes the C
+// library's allocator for training (see host_allocator.h). Works under `mpirun`,
 // `srun --mpi=pmix` and as a plain single process (MPI singleton). When MPI is already up (a
 // test main), it uses it and leaves MPI_Finalize to whoever started it. Not thread-safe: MPI is
 // initialised with MPI_THREAD_FUNNELED, so only the thread that created the Runtime may call
@@ -32,6 +33,12 @@ class Runtime {
   int default_threads() const;
   // "[rank r/N]": the prefix of every log and error line.
   std::string tag() const;
+  // What configure_host_allocator() did, for the start-up log.
+  const std::string& host_allocator() const { return host_allocator_; }
+
+  // Prints "[rank r/N] error: <message>" to stderr in one write, so that lines from ranks that
+  // fail at the same moment never interleave.
+  void report_error(const std::string& message) const;
 
   // Ends the whole job (every rank) with `code`; used when one rank fails so that no other rank
   // waits forever in a collective.
@@ -47,6 +54,7 @@ class Runtime {
   int local_size_ = 1;
   c10::Device device_{c10::kCPU};
   std::string hostname_;
+  std::string host_allocator_;
   bool owns_mpi_ = false;  // this Runtime called MPI_Init_thread, so it calls MPI_Finalize
 };
 

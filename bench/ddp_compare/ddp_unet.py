@@ -291,13 +291,7 @@ def main():
     dist.barrier()
     timings.update(forward_backward=0.0, rest=0.0)
     start = time.perf_counter()
-    if os.environ.get("TRACE"):
-        with torch.autograd.profiler.profile() as prof:
-            for n in range(args.steps):
-                loss = step(args.warmup + n)
-        prof.export_chrome_trace(os.environ["TRACE"])
-    else:
-      for n in range(args.steps):
+    for n in range(args.steps):
         loss = step(args.warmup + n)
     loss.item()
     if cuda:

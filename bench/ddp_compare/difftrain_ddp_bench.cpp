@@ -4,10 +4,10 @@
 // share of each step spent waiting for gradients after backward (communication not hidden).
 //
 //   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml --batch 8
-#include <CLI/CLI.hpp>
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,7 +21,6 @@
 #include "trainer/diffusion/objective.h"
 #include "trainer/ema.h"
 #include "trainer/model_builder.h"
-#include <torch/csrc/autograd/profiler_legacy.h>
 
 namespace {
 
@@ -56,11 +55,10 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
   model->to(device);
   const trainer::NoiseSchedule schedule = trainer::noise_schedule(cfg);
   auto parameters = model->parameters();
-  torch::optim::AdamW optimizer(
-      parameters, torch::optim::AdamWOptions(cfg.train.lr)
-                      .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
-                      .eps(cfg.train.adam_eps)
-                      .weight_decay(cfg.train.weight_decay));
+  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(cfg.train.lr)
+                                                .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
+                                                .eps(cfg.train.adam_eps)
+                                                .weight_decay(cfg.train.weight_decay));
   launch::GradientReducer reducer(*gradients, parameters,
                                   static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
   trainer::Ema ema(*model, cfg.ema.decay);
@@ -78,7 +76,8 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
     const at::Tensor eps = torch::randn(shape, torch::TensorOptions().device(device));
     reducer.zero_grad();
     if (args.overlap) reducer.prepare_for_backward(/*sync=*/true);
-    const at::Tensor loss = trainer::eps_mse_loss(model->forward(schedule.q_sample(x0, t, eps), t), eps);
+    const at::Tensor loss =
+        trainer::eps_mse_loss(model->forward(schedule.q_sample(x0, t, eps), t), eps);
     loss.backward();
     const auto backward_end = Clock::now();
     backward_s += std::chrono::duration<double>(backward_end - step_start).count();
@@ -99,12 +98,7 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
   gradients->barrier();
   MPI_Barrier(MPI_COMM_WORLD);
   const auto start = Clock::now();
-  if (std::getenv("TRACE")) {
-    torch::autograd::profiler::RecordProfile guard(std::getenv("TRACE"));
-    for (int i = 0; i < args.steps; ++i) step();
-  } else {
   for (int i = 0; i < args.steps; ++i) step();
-  }
   if (device.is_cuda()) torch::cuda::synchronize();
   const double elapsed_s =
       max_over_ranks(std::chrono::duration<double>(Clock::now() - start).count());
@@ -120,11 +114,10 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
         std::filesystem::path(args.config).stem().c_str(),
         static_cast<long long>(trainer::parameter_count(*model)), world,
         static_cast<long long>(args.batch), args.threads, args.steps, images_per_s,
-        1000 * elapsed_s / args.steps, 1000 * max_wait_s / args.steps,
-        100 * max_wait_s / elapsed_s, 1000 * reduce_s / args.steps,
-        static_cast<double>(overlapped) / args.steps, reducer.bucket_count(),
-        gradients->backend().c_str(), args.overlap ? "on" : "off", 1000 * backward_s / args.steps,
-        1000 * rest_s / args.steps);
+        1000 * elapsed_s / args.steps, 1000 * max_wait_s / args.steps, 100 * max_wait_s / elapsed_s,
+        1000 * reduce_s / args.steps, static_cast<double>(overlapped) / args.steps,
+        reducer.bucket_count(), gradients->backend().c_str(), args.overlap ? "on" : "off",
+        1000 * backward_s / args.steps, 1000 * rest_s / args.steps);
     std::fflush(stdout);
   }
 }
@@ -148,7 +141,7 @@ int main(int argc, char** argv) {
   try {
     run(args, runtime);
   } catch (const std::exception& e) {
-    std::cerr << runtime.tag() << " error: " << e.what() << std::endl;
+    runtime.report_error(e.what());
     if (runtime.world_size() > 1) runtime.abort(1);
     return 1;
   }

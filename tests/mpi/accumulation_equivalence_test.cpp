@@ -64,14 +64,15 @@ class SharedRun {
 };
 
 Config tiny_config(const std::string& data_dir, int64_t batch, int64_t accum, double bucket_mb) {
-  return load_config("", {
-      "data.dir=" + data_dir, "model.image_size=16", "model.channels=32",
-      "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[8]",
-      "model.dropout=0", "diffusion.timesteps=100", "train.steps=3", "train.lr=1e-3",
-      "train.warmup_steps=2", "train.grad_clip=1.0", "train.log_interval_s=1000",
-      "checkpoint.every_steps=100", "sample.steps=5",
-      "train.batch_size=" + std::to_string(batch), "train.grad_accum_steps=" + std::to_string(accum),
-      "dist.bucket_mb=" + std::to_string(bucket_mb)});
+  return load_config(
+      "",
+      {"data.dir=" + data_dir, "model.image_size=16", "model.channels=32",
+       "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[8]",
+       "model.dropout=0", "diffusion.timesteps=100", "train.steps=3", "train.lr=1e-3",
+       "train.warmup_steps=2", "train.grad_clip=1.0", "train.log_interval_s=1000",
+       "checkpoint.every_steps=100", "sample.steps=5", "train.batch_size=" + std::to_string(batch),
+       "train.grad_accum_steps=" + std::to_string(accum),
+       "dist.bucket_mb=" + std::to_string(bucket_mb)});
 }
 
 // Trains `config` on the ranks of `base` (MPI_COMM_WORLD or MPI_COMM_SELF) into run_dir.
@@ -142,8 +143,8 @@ TEST(AccumulationEquivalence, BucketLayoutDoesNotChangeTheWeights) {
   train(small, run.run_dir("small"), MPI_COMM_WORLD);
   train(large, run.run_dir("large"), MPI_COMM_WORLD);
   if (world_rank() == 0) {
-    const Difference d =
-        compare(final_weights(run.run_dir("small"), small), final_weights(run.run_dir("large"), large));
+    const Difference d = compare(final_weights(run.run_dir("small"), small),
+                                 final_weights(run.run_dir("large"), large));
     if (world_size() <= 2) {
       // Two ranks: each element is a + b either way, so the weights agree bit for bit.
       EXPECT_EQ(d.max_abs, 0.0);

@@ -30,9 +30,9 @@ std::vector<torch::Tensor> make_gradients(const std::vector<torch::Tensor>& para
   std::vector<torch::Tensor> grads;
   for (size_t i = 0; i + 1 < params.size(); ++i) {
     const bool has_grad = !(i == 2 && rank != 0) && i != 4;
-    torch::Tensor g = torch::randint(-50, 50, params[i].sizes(),
-                                     torch::TensorOptions().dtype(torch::kFloat))
-                          .add_(rank * 7 + static_cast<int64_t>(i));
+    torch::Tensor g =
+        torch::randint(-50, 50, params[i].sizes(), torch::TensorOptions().dtype(torch::kFloat))
+            .add_(rank * 7 + static_cast<int64_t>(i));
     grads.push_back(has_grad ? g : torch::Tensor());
   }
   return grads;
@@ -76,7 +76,8 @@ TEST(GradientReducer, EqualsPerTensorAllReduce) {
       EXPECT_EQ(reducer.bucket_count(), 2u);
       // Reverse order 64, 300000, 5, ...: 64 + 300000 floats exceed 1 MB, so the first bucket
       // holds only the last parameter and the second everything else.
-      EXPECT_EQ(reducer.bucket_sizes(), (std::vector<int64_t>{64, 300000 + 5 + 40000 + 17 + 1000 + 3}));
+      EXPECT_EQ(reducer.bucket_sizes(),
+                (std::vector<int64_t>{64, 300000 + 5 + 40000 + 17 + 1000 + 3}));
     }
   }
 }
@@ -146,8 +147,8 @@ TEST(GradientReducer, AccumulatedMicroStepsOnNRanksEqualOneBatch) {
   auto whole = make_net();
   loss_on(whole, 0, world * per_rank).backward();
   for (size_t i = 0; i < whole->parameters().size(); ++i) {
-    EXPECT_TRUE(torch::allclose(net->parameters()[i].grad(), whole->parameters()[i].grad(), 1e-4,
-                                1e-6))
+    EXPECT_TRUE(
+        torch::allclose(net->parameters()[i].grad(), whole->parameters()[i].grad(), 1e-4, 1e-6))
         << "parameter " << i << ": max |diff| "
         << (net->parameters()[i].grad() - whole->parameters()[i].grad()).abs().max().item<float>();
   }

@@ -105,7 +105,7 @@ void add_train_command(CLI::App& app) {
                   << "log:        " << run_dir << "/train.log\n";
       }
     } catch (const std::exception& e) {
-      std::cerr << runtime.tag() << " error: " << e.what() << std::endl;
+      runtime.report_error(e.what());
       if (runtime.world_size() > 1) runtime.abort(1);
       throw ReportedError(e.what());
     }

@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   try {
     run(parse(argc, argv), runtime);
   } catch (const std::exception& e) {
-    std::cerr << runtime.tag() << " error: " << e.what() << std::endl;
+    runtime.report_error(e.what());
     if (runtime.world_size() > 1) runtime.abort(1);
     return 1;
   }

@@ -42,7 +42,9 @@ class FakeCommunicator : public Communicator {
   class FakeWork : public Work {
    public:
     FakeWork(at::Tensor tensor, int world_size, int* waits)
-        : tensor_(std::move(tensor)), sent_(tensor_.clone()), world_size_(world_size),
+        : tensor_(std::move(tensor)),
+          sent_(tensor_.clone()),
+          world_size_(world_size),
           waits_(waits) {}
     void wait() override {
       if (done_) return;
