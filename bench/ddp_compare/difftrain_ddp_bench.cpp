@@ -1,9 +1,11 @@
 // difftrain's side of the PyTorch DDP comparison: the trainer's U-Net, GradientReducer (buckets
 // launched during backward), grad-norm clip, AdamW and EMA, on random images, one MPI rank per
 // process: the same step as bench/ddp_compare/ddp_unet.py takes. Rank 0 prints images/s and the
-// share of each step spent waiting for gradients after backward (communication not hidden).
+// share of each step spent waiting for gradients after backward (communication not hidden), for
+// steps with buckets launched during backward and, interleaved with them, after it.
 //
-//   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml --batch 8
+//   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml --batch 8 \
+//       [--overlap alternate|on|off] [--steps 20] [--threads 1]
 #include <mpi.h>
 #include <torch/torch.h>
 
@@ -32,14 +34,25 @@ struct Args {
   int steps = 20;
   int warmup = 3;
   int threads = 1;
-  bool overlap = true;
+  std::string overlap = "alternate";
   std::string device = "cpu";
   std::string backend = "auto";
+};
+
+// Sums over the timed steps of one mode (buckets launched during backward, or after it).
+struct Totals {
+  int steps = 0;
+  double step_s = 0, backward_s = 0, wait_s = 0, reduce_s = 0, rest_s = 0;
+  size_t overlapped = 0;
 };
 
 double max_over_ranks(double value) {
   MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   return value;
+}
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
 
 void run(const Args& args, const difftrain::launch::Runtime& runtime) {
@@ -65,59 +78,70 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
   const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
   const std::vector<int64_t> shape = {args.batch, channels, size, size};
 
-  double wait_s = 0, reduce_s = 0, backward_s = 0, rest_s = 0;
-  size_t overlapped = 0;
-  auto step = [&] {
-    const auto step_start = Clock::now();
+  // One training step as the trainer takes it; `overlap` decides whether the buckets go out
+  // during backward (prepare_for_backward) or only in reduce().
+  Totals totals[2];  // [0]: launched after backward, [1]: during backward
+  auto step = [&](bool overlap) {
+    const auto start = Clock::now();
     const at::Tensor images = torch::randint(0, 256, shape, torch::kByte);
     const at::Tensor x0 = images.to(device).to(torch::kFloat).div_(127.5).sub_(1.0);
     const at::Tensor t = torch::randint(0, schedule.timesteps(), {args.batch},
                                         torch::TensorOptions().dtype(torch::kLong).device(device));
     const at::Tensor eps = torch::randn(shape, torch::TensorOptions().device(device));
     reducer.zero_grad();
-    if (args.overlap) reducer.prepare_for_backward(/*sync=*/true);
+    if (overlap) reducer.prepare_for_backward(/*sync=*/true);
     const at::Tensor loss =
         trainer::eps_mse_loss(model->forward(schedule.q_sample(x0, t, eps), t), eps);
     loss.backward();
     const auto backward_end = Clock::now();
-    backward_s += std::chrono::duration<double>(backward_end - step_start).count();
     reducer.reduce();
-    wait_s += reducer.last_wait_seconds();
-    reduce_s += reducer.last_reduce_seconds();
-    overlapped += reducer.last_overlapped_buckets();
     if (cfg.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, cfg.train.grad_clip);
     optimizer.step();
     ema.update(*model);
-    rest_s += std::chrono::duration<double>(Clock::now() - backward_end).count();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const auto end = Clock::now();
+    Totals& sum = totals[overlap ? 1 : 0];
+    ++sum.steps;
+    sum.step_s += seconds_between(start, end);
+    sum.backward_s += seconds_between(start, backward_end);
+    sum.rest_s += seconds_between(backward_end, end);
+    sum.wait_s += reducer.last_wait_seconds();
+    sum.reduce_s += reducer.last_reduce_seconds();
+    sum.overlapped += reducer.last_overlapped_buckets();
+  };
+  // "alternate" interleaves the two modes step by step, so that both see the same machine
+  // load: the fair way to tell whether overlap helps on a shared or noisy host.
+  auto overlap_at = [&](int i) {
+    return args.overlap == "on" || (args.overlap == "alternate" && i % 2 == 0);
   };
 
   model->train();
-  for (int i = 0; i < args.warmup; ++i) step();
-  wait_s = reduce_s = backward_s = rest_s = 0;
-  overlapped = 0;
+  for (int i = 0; i < args.warmup; ++i) step(overlap_at(i));
+  totals[0] = totals[1] = Totals();
   gradients->barrier();
   MPI_Barrier(MPI_COMM_WORLD);
-  const auto start = Clock::now();
-  for (int i = 0; i < args.steps; ++i) step();
-  if (device.is_cuda()) torch::cuda::synchronize();
-  const double elapsed_s =
-      max_over_ranks(std::chrono::duration<double>(Clock::now() - start).count());
-  const double max_wait_s = max_over_ranks(wait_s);
-  if (runtime.rank() == 0) {
-    const int world = runtime.world_size();
-    const double images_per_s = args.steps * args.batch * world / elapsed_s;
+  for (int i = 0; i < args.steps; ++i) step(overlap_at(i));
+
+  const int world = runtime.world_size();
+  for (int mode : {1, 0}) {
+    const Totals& sum = totals[mode];
+    // Every rank takes part (the sums are collectives); modes without steps print nothing.
+    const double step_s = max_over_ranks(sum.step_s);
+    const double wait_s = max_over_ranks(sum.wait_s);
+    if (runtime.rank() != 0 || sum.steps == 0) continue;
+    const double n = sum.steps;
     std::printf(
-        "difftrain: %s, %lld parameters, %d ranks x %lld images, %d threads/rank, %d steps: "
-        "%.1f img/s, %.0f ms/step | wait %.1f ms/step (%.1f%% of step), reduce span %.1f "
-        "ms/step, %.1f of %zu buckets launched in backward, backend %s, overlap %s | rank 0: "
-        "data+fwd+bwd %.0f ms, wait+clip+opt+ema %.0f ms\n",
+        "difftrain: %s, %lld parameters, %d ranks x %lld images, %d threads/rank, %d steps, "
+        "overlap %s: %.1f img/s, %.0f ms/step | wait %.1f ms/step (%.1f%% of step), reduce span "
+        "%.1f ms, %.1f of %zu buckets launched in backward, backend %s | rank 0: data+fwd+bwd "
+        "%.0f ms, wait+clip+opt+ema %.0f ms\n",
         std::filesystem::path(args.config).stem().c_str(),
         static_cast<long long>(trainer::parameter_count(*model)), world,
-        static_cast<long long>(args.batch), args.threads, args.steps, images_per_s,
-        1000 * elapsed_s / args.steps, 1000 * max_wait_s / args.steps, 100 * max_wait_s / elapsed_s,
-        1000 * reduce_s / args.steps, static_cast<double>(overlapped) / args.steps,
-        reducer.bucket_count(), gradients->backend().c_str(), args.overlap ? "on" : "off",
-        1000 * backward_s / args.steps, 1000 * rest_s / args.steps);
+        static_cast<long long>(args.batch), args.threads, sum.steps, mode ? "on" : "off",
+        n * static_cast<double>(args.batch * world) / step_s, 1000 * step_s / n, 1000 * wait_s / n,
+        100 * wait_s / step_s, 1000 * sum.reduce_s / n, static_cast<double>(sum.overlapped) / n,
+        reducer.bucket_count(), gradients->backend().c_str(), 1000 * sum.backward_s / n,
+        1000 * sum.rest_s / n);
     std::fflush(stdout);
   }
 }
@@ -133,7 +157,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", args.steps, "timed steps");
   app.add_option("--warmup", args.warmup, "untimed steps first");
   app.add_option("--threads", args.threads, "intra-op threads per rank");
-  app.add_option("--overlap", args.overlap, "launch buckets during backward (1) or after (0)");
+  app.add_option("--overlap", args.overlap,
+                 "launch buckets during backward (on), after it (off), or alternate step by step")
+      ->check(CLI::IsMember({"on", "off", "alternate"}));
   app.add_option("--device", args.device, "cpu, cuda or auto");
   app.add_option("--backend", args.backend, "auto, mpi or nccl");
   CLI11_PARSE(app, argc, argv);

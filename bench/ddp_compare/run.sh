@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # difftrain vs PyTorch DDP on the same U-Net, batch, ranks and threads, in one run: builds
-# difftrain's driver, then alternates difftrain (buckets launched during backward), difftrain
-# without overlap (buckets launched after backward) and PyTorch DDP (gloo on CPU, NCCL with
-# --device cuda), and prints the median images/s of each, the ratio and difftrain's wait share.
+# difftrain's driver, then alternates difftrain runs and PyTorch DDP runs (gloo on CPU, NCCL with
+# --device cuda). Each difftrain run interleaves steps with buckets launched during backward
+# (overlap) and after it. Prints the median images/s of each, the ratios and difftrain's wait
+# share (time in reduce() after backward: communication not hidden, plus waiting for slower
+# ranks). Each mode gets --steps timed steps (difftrain runs 2 x --steps, alternating).
 #
 # usage: bench/ddp_compare/run.sh [--ranks 2] [--threads 1] [--config configs/fmnist-tiny.yaml]
 #                                 [--batch 8] [--steps 20] [--warmup 3] [--repeats 3]
@@ -44,8 +46,7 @@ driver=$build_dir/bench/ddp_compare_difftrain
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun --oversubscribe --bind-to none -np "$ranks" -x OMP_NUM_THREADS="$threads")
-common=(--config "$config" --batch "$batch" --steps "$steps" --warmup "$warmup" --threads "$threads"
-        --device "$device")
+common=(--config "$config" --batch "$batch" --warmup "$warmup" --threads "$threads" --device "$device")
 
 # images/s from a driver's result line.
 rate() { sed -nE 's/.* ([0-9.]+) img\/s.*/\1/p' <<<"$1" | tail -1; }
@@ -54,16 +55,17 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 echo "== $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname): $(nproc) CPUs, $ranks ranks x $threads threads, $config, batch $batch/rank, $steps steps x $repeats repeats"
 overlap_rates=() plain_rates=() ddp_rates=() wait_shares=()
 for ((r = 1; r <= repeats; ++r)); do
-  line=$("${mpirun[@]}" "$driver" "${common[@]}" --overlap 1 | grep '^difftrain:')
-  echo "$line"
-  overlap_rates+=("$(rate "$line")")
-  wait_shares+=("$(sed -nE 's/.*\(([0-9.]+)% of step\).*/\1/p' <<<"$line")")
-  line=$("${mpirun[@]}" "$driver" "${common[@]}" --overlap 0 | grep '^difftrain:')
-  echo "$line"
-  plain_rates+=("$(rate "$line")")
+  # One difftrain run alternates steps with and without overlap (same load for both).
+  out=$("${mpirun[@]}" "$driver" "${common[@]}" --steps $((2 * steps)) --overlap alternate |
+          grep '^difftrain:')
+  echo "$out"
+  on=$(grep 'overlap on:' <<<"$out")
+  overlap_rates+=("$(rate "$on")")
+  wait_shares+=("$(sed -nE 's/.*\(([0-9.]+)% of step\).*/\1/p' <<<"$on")")
+  plain_rates+=("$(rate "$(grep 'overlap off:' <<<"$out")")")
   port=$((20000 + RANDOM % 20000))
   line=$("${mpirun[@]}" -x MASTER_PORT="$port" "$python" bench/ddp_compare/ddp_unet.py \
-           "${common[@]}" 2>&1 | grep '^pytorch-ddp:')
+           "${common[@]}" --steps "$steps" 2>&1 | grep '^pytorch-ddp:')
   echo "$line"
   ddp_rates+=("$(rate "$line")")
 done
