@@ -211,8 +211,8 @@ std::vector<ConfigKey> build_keys() {
       [](Config& c) -> auto& { return c.train.grad_accum_steps; },
       [](const Config& c) { return c.train.grad_accum_steps >= 1 ? "" : "must be >= 1"; }));
   k.push_back(make_key<std::string>("train.precision", "string",
-      "`fp32`, or `bf16` (autocast of the U-Net forward on CUDA; fp32 master weights and "
-      "all-reduce).",
+      "`fp32`, or `bf16`: autocast of the U-Net forward to bfloat16 (CUDA; also CPU), with "
+      "fp32 master weights, loss, gradients and all-reduce.",
       [](Config& c) -> auto& { return c.train.precision; },
       [](const Config& c) { return one_of(c.train.precision, {"fp32", "bf16"}); }));
   k.push_back(make_key<int64_t>("train.max_bad_steps", "int",
@@ -279,6 +279,11 @@ std::vector<ConfigKey> build_keys() {
   k.push_back(make_key<int64_t>("sample.seed", "int", "Seed of the end-of-run grid.",
       [](Config& c) -> auto& { return c.sample.seed; },
       [](const Config& c) { return non_negative(static_cast<double>(c.sample.seed)); }));
+  k.push_back(make_key<int64_t>("sample.every_steps", "int",
+      "Every this many steps all ranks draw the grid together (same seed each time, EMA "
+      "weights) into `<run dir>/samples/step-N.png`; 0 = only the end-of-run grid.",
+      [](Config& c) -> auto& { return c.sample.every_steps; },
+      [](const Config& c) { return non_negative(static_cast<double>(c.sample.every_steps)); }));
   // monitoring
   k.push_back(make_key<int64_t>("monitoring.port", "int",
       "Prometheus /metrics port of each rank: base port + local rank; 0 = any free port; "

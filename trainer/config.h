@@ -72,6 +72,7 @@ struct Config {
     std::string ddpm_variance = "beta";
     int64_t n = 64;
     int64_t seed = 0;
+    int64_t every_steps = 0;
   } sample;
   struct Monitoring {
     int64_t port = 0;

@@ -23,5 +23,6 @@ constexpr uint64_t derive_seed(uint64_t seed, uint64_t purpose, uint64_t step, u
 constexpr uint64_t kNoisePurpose = 1;    // timesteps and eps of one training sample
 constexpr uint64_t kDropoutPurpose = 2;  // the global generator before one rank's forward
 constexpr uint64_t kInitPurpose = 3;     // initial weights
+constexpr uint64_t kSamplePurpose = 4;   // x_T and step noise of one generated image
 
 }  // namespace difftrain::trainer

@@ -18,9 +18,11 @@
 #include "trainer/checkpoint.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/diffusion/prediction.h"
+#include "trainer/distributed_sampling.h"
 #include "trainer/ema.h"
 #include "trainer/image_grid.h"
 #include "trainer/model_builder.h"
+#include "trainer/precision.h"
 #include "trainer/resume.h"
 #include "trainer/rng.h"
 #include "trainer/run_monitor.h"
@@ -89,7 +91,9 @@ TrainResult Trainer::run() {
   const int64_t global_batch = micro_global_batch * accum;  // images per optimizer step
   const auto seed = static_cast<uint64_t>(cfg.train.seed);
   const double time_limit_s = parse_time_limit_s(cfg.train.time_limit);
+  const Precision precision = parse_precision(cfg.train.precision);
   const auto run_start = Clock::now();
+  configure_device_math(device_.type());
 
   // Open the dataset and check it against the model's image shape (on every rank, so that a
   // bad input is reported before any collective).
@@ -206,6 +210,35 @@ TrainResult Trainer::run() {
     last_checkpoint_time = Clock::now();
   };
 
+  // Collective: every rank calls this, in the same order. The ranks draw the grid's images
+  // together (each its share, noise fixed by sample.seed and the image index, so the grid is the
+  // same for any world size) from a copy of the EMA weights; rank 0 writes the PNG.
+  auto write_sample_grid = [&](int64_t step) -> std::string {
+    const auto start = Clock::now();
+    UNet sampler_model(unet_options(cfg));
+    sampler_model->to(device_);
+    ema.copy_to(*sampler_model);
+    sampler_model->eval();
+    torch::NoGradGuard no_grad;
+    const at::Tensor images = sample_across_ranks(
+        as_eps_predictor(
+            [&](const at::Tensor& x, const at::Tensor& tt) {
+              monitor.heartbeat();  // busy sampling, not stalled
+              return sampler_model->forward(x, tt);
+            },
+            schedule, prediction),
+        schedule, cfg.sample.n, {shape.channels, shape.height, shape.width},
+        sampler_options(cfg), static_cast<uint64_t>(cfg.sample.seed), device_, &control_);
+    if (rank != 0) return "";
+    char name[64];
+    std::snprintf(name, sizeof(name), "/samples/step-%09lld.png", static_cast<long long>(step));
+    const std::string path = options_.run_dir + name;
+    write_image_grid(path, images);
+    spdlog::info("samples {} ({} images, {} {} steps, EMA weights, {} ranks) in {:.1f} s", path,
+                 cfg.sample.n, cfg.sample.sampler, cfg.sample.steps, world, seconds_since(start));
+    return path;
+  };
+
   model->train();
   data::Prefetcher prefetcher(dataset, sampler, rank, world, start_step * accum,
                               static_cast<int>(cfg.data.prefetch_batches));
@@ -229,11 +262,12 @@ TrainResult Trainer::run() {
       data::Batch host_batch = prefetcher.next();
       at::Tensor x0 = torch::from_blob(host_batch.images.data(),
                                        {batch, shape.channels, shape.height, shape.width},
-                                       torch::kByte)
-                          .to(device_)
-                          .to(torch::kFloat)
-                          .div_(127.5)
-                          .sub_(1.0);
+                                       torch::kByte);
+      if (device_.is_cuda()) {
+        // Staged through pinned memory so the copy runs asynchronously to the compute stream.
+        x0 = x0.pin_memory().to(device_, /*non_blocking=*/true);
+      }
+      x0 = x0.to(torch::kFloat).div_(127.5).sub_(1.0);
       const int64_t first_position = micro * micro_global_batch + rank * batch;
       StepNoise noise = draw_step_noise(seed, step, first_position, batch, schedule.timesteps(),
                                         sample_shape, cfg.model.label_dropout);
@@ -254,7 +288,12 @@ TrainResult Trainer::run() {
       at::Tensor x_t = schedule.q_sample(x0, t, eps);
       // The network predicts eps or v (model.prediction); the loss compares like with like.
       at::Tensor target = prediction == Prediction::kV ? schedule.v_target(x0, t, eps) : eps;
-      at::Tensor output = model->forward(x_t, t, labels);
+      at::Tensor output;
+      {
+        AutocastScope autocast(precision, device_.type());  // bf16: forward only
+        output = model->forward(x_t, t, labels);
+      }
+      output = output.to(torch::kFloat);  // fp32 loss and gradients
       at::Tensor loss = eps_mse_loss(output, target);
       reducer.prepare_for_backward(micro + 1 == accum);
       (loss / static_cast<double>(accum)).backward();
@@ -340,7 +379,10 @@ TrainResult Trainer::run() {
       at::Tensor sums = torch::tensor({interval_loss.item<double>(),
                                        static_cast<double>(interval_good_steps)}, torch::kDouble);
       control_.all_reduce_sum(sums);
-      const double mean_loss = sums[0].item<double>() / std::max(1.0, sums[1].item<double>());
+      // NaN when every step of the interval was skipped as non-finite: there is no good loss.
+      const double mean_loss = sums[1].item<double>() > 0
+                                   ? sums[0].item<double>() / sums[1].item<double>()
+                                   : std::numeric_limits<double>::quiet_NaN();
       const double elapsed = seconds_since(interval_start);
       const double step_s = elapsed / static_cast<double>(interval_steps);
       const double ms = 1000.0 / static_cast<double>(interval_steps);
@@ -377,6 +419,12 @@ TrainResult Trainer::run() {
     if (!last && ((step + 1) % cfg.checkpoint.every_steps == 0 || f[kCheckpoint] > 0)) {
       write_checkpoint(step + 1);
     }
+    if (!last && options_.write_samples && cfg.sample.every_steps > 0 &&
+        (step + 1) % cfg.sample.every_steps == 0) {
+      const auto grid_start = Clock::now();
+      write_sample_grid(step + 1);
+      interval_start += Clock::now() - grid_start;  // keep the grid out of the img/s figure
+    }
   }
 
   // Final checkpoint and a sample grid from the EMA weights.
@@ -385,31 +433,7 @@ TrainResult Trainer::run() {
   } else if (rank == 0 && store.latest()) {
     result.checkpoint_path = *store.latest();
   }
-  if (rank == 0 && options_.write_samples) {
-    const auto start = Clock::now();
-    UNet sampler_model(unet_options(cfg));
-    sampler_model->to(device_);
-    ema.copy_to(*sampler_model);
-    sampler_model->eval();
-    torch::NoGradGuard no_grad;
-    at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.sample.seed));
-    const at::Tensor images = sample(  // a heartbeat per denoising step: busy, not stalled
-        as_eps_predictor(
-            [&](const at::Tensor& x, const at::Tensor& tt) {
-              monitor.heartbeat();
-              return sampler_model->forward(x, tt);
-            },
-            schedule, prediction),
-        schedule, {cfg.sample.n, shape.channels, shape.height, shape.width}, sampler_options(cfg),
-        generator, device_);
-    char name[64];
-    std::snprintf(name, sizeof(name), "/samples/step-%09lld.png",
-                  static_cast<long long>(result.final_step));
-    result.samples_path = options_.run_dir + name;
-    write_image_grid(result.samples_path, images);
-    spdlog::info("samples {} ({} images, {} {} steps, EMA weights) in {:.1f} s", result.samples_path,
-                 cfg.sample.n, cfg.sample.sampler, cfg.sample.steps, seconds_since(start));
-  }
+  if (options_.write_samples) result.samples_path = write_sample_grid(result.final_step);
   control_.barrier();
   spdlog::info("done: {} steps in {}", result.final_step - result.first_step,
                format_duration(seconds_since(run_start)));

@@ -14,7 +14,8 @@ cd "$TMP"
 "$BIN" inspect data data --verify | grep -q "10000 x \[1,32,32\]" || fail "inspect data summary"
 
 "${MPIRUN[@]}" -np 2 "$BIN" train --config "$CONFIG" --run-dir run \
-  --set data.dir=data train.steps=12 checkpoint.every_steps=5 train.threads=1 | tee train.out
+  --set data.dir=data train.steps=12 checkpoint.every_steps=5 train.threads=1 \
+  sample.every_steps=6 | tee train.out
 grep -q "\[rank 0/2\] difftrain on" train.out || fail "rank 0 did not log"
 grep -q "\[rank 1/2\] difftrain on" train.out || fail "rank 1 did not log"
 grep -q "step 12/12" run/train.log || fail "train.log lacks the final progress line"
@@ -24,6 +25,12 @@ for s in 5 10 12; do
   [ -f "run/checkpoints/step-$(printf %09d $s).ckpt" ] || fail "no checkpoint at step $s"
 done
 [ "$(cat run/checkpoints/LATEST)" = "step-000000012.ckpt" ] || fail "LATEST is $(cat run/checkpoints/LATEST)"
+# In-training grid every 6 steps (both ranks draw it), and the end-of-run grid.
+grep -q "samples run/samples/step-000000006.png (16 images, ddim 10 steps, EMA weights, 2 ranks)" \
+  run/train.log || fail "no in-training grid at step 6 in train.log"
+[ "$(png_size run/samples/step-000000006.png)" = "266x266" ] || fail "step-6 grid size"
+grids=(run/samples/*.png)
+[ "${#grids[@]}" = 2 ] || fail "want 2 grids, got: ${grids[*]}"
 size=$(png_size run/samples/step-000000012.png)
 # 16 images of 32x32, upscaled x2, 4 per row, 2-pixel borders: 4*(64+2)+2 = 266.
 [ "$size" = "266x266" ] || fail "sample grid is $size, want 266x266"
@@ -42,9 +49,12 @@ cmp -s ddim.png ddim-again.png || fail "DDIM eta=0 with the same seed gave diffe
 png_size strip.png >/dev/null
 png_size ddpm.png >/dev/null
 
-# Resume: the same command with more steps continues from the last checkpoint.
+# Resume: the same command with more steps continues from the last checkpoint; here with bf16
+# autocast of the forward (CPU autocast), which must train with finite losses.
 "${MPIRUN[@]}" -np 2 "$BIN" train --config "$CONFIG" --run-dir run \
-  --set data.dir=data train.steps=15 checkpoint.every_steps=5 train.threads=1 | tee resume.out
+  --set data.dir=data train.steps=15 checkpoint.every_steps=5 train.threads=1 \
+  train.precision=bf16 | tee resume.out
 grep -q "resumed from run/checkpoints/step-000000012.ckpt at step 12" resume.out || fail "did not resume"
+grep -Eq "step 15/15 epoch [0-9.]+ loss [0-9]+\.[0-9]+ " run/train.log || fail "bf16 steps: no finite loss"
 [ "$(cat run/checkpoints/LATEST)" = "step-000000015.ckpt" ] || fail "LATEST after resume"
 echo "train/sample: all passed"

@@ -17,7 +17,9 @@ int run_cli(int argc, char** argv) {
   add_prepare_command(app);
   add_train_command(app);
   add_sample_command(app);
+  add_denoise_command(app);
   add_inspect_command(app);
+  add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -20,7 +20,9 @@ class ReportedError : public std::runtime_error {
 void add_prepare_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_sample_command(CLI::App& app);
+void add_denoise_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 // Entry point of the `difftrain` executable; returns the exit code.
 int run_cli(int argc, char** argv);

@@ -1,32 +1,132 @@
 // `difftrain sample`: load a checkpoint, run DDPM, DDIM or DPM-Solver++ (optionally for one
-// class, with classifier-free guidance), write a PNG grid and optionally a reverse-process strip.
-#include <CLI/CLI.hpp>
+// class, with classifier-free guidance, or inpainting a masked image), write a PNG grid and
+// optionally a reverse-process strip. Under mpirun every rank draws its share of the images
+// (image i's noise depends only on the seed and i, so the grid is the same for any rank count)
+// and rank 0 writes the files.
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <iostream>
 #include <sstream>
 
-#include "trainer/checkpoint.h"
+#include "launch/mpi_communicator.h"
+#include "launch/runtime.h"
 #include "trainer/commands/commands.h"
-#include "trainer/config.h"
-#include "trainer/diffusion/guidance.h"
-#include "trainer/diffusion/prediction.h"
-#include "trainer/ema.h"
+#include "trainer/commands/sampling_setup.h"
+#include "trainer/diffusion/inpaint.h"
+#include "trainer/distributed_sampling.h"
 #include "trainer/image_grid.h"
 #include "trainer/model_builder.h"
 
 namespace difftrain::trainer {
+namespace {
+
+constexpr double kCollectiveTimeoutS = 600.0;
+
+struct SampleArgs {
+  std::string run_dir, checkpoint, sampler = "ddim", variance = "beta", out = "samples.png";
+  std::string progression, weights = "ema", device = "auto", inpaint, mask;
+  int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8;
+  double eta = 0.0, guidance = 0.0;
+  int64_t label = -1;
+};
+
+// The reverse-step indices after which the progression strip takes a frame: the first, every
+// frame_every-th and the last.
+std::vector<int64_t> frame_steps(int64_t steps, int64_t strip_frames) {
+  const int64_t frame_every = std::max<int64_t>(1, steps / (strip_frames - 1));
+  std::vector<int64_t> result;
+  for (int64_t index = 0; index < steps; ++index) {
+    if (index == 0 || (index + 1) % frame_every == 0 || index + 1 == steps) result.push_back(index);
+  }
+  return result;
+}
+
+// Runs on every rank once MPI is up; throws on any error.
+void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
+  const std::string path = resolve_checkpoint(args.run_dir, args.checkpoint);
+  const c10::Device device = runtime.device();
+  const SamplingModel loaded = load_sampling_model(path, args.weights, device);
+  const Config& config = loaded.config;
+  const EpsPredictor predictor = model_predictor(loaded, args.label, args.guidance);
+  const int64_t channels = config.model.in_channels, size = config.model.image_size;
+  at::Tensor known, fill_mask;
+  if (!args.inpaint.empty()) {
+    known = read_model_image("--inpaint", args.inpaint, channels, size);
+    fill_mask = read_fill_mask("--mask", args.mask, size);
+  }
+  torch::NoGradGuard no_grad;
+
+  SamplerOptions options;
+  options.kind = parse_sampler_kind(args.sampler);
+  options.steps = args.steps;
+  options.eta = args.eta;
+  options.variance = parse_ddpm_variance(args.variance);
+  validate(options, config.diffusion.timesteps);
+  const NoiseSchedule schedule = noise_schedule(config);
+  const uint64_t seed = static_cast<uint64_t>(args.seed);
+
+  launch::MpiCommunicator comm(kCollectiveTimeoutS);
+  const ImageRange share = rank_share(args.n, comm.rank(), comm.world_size());
+  // Progression: x_T and evenly spaced intermediate x_t of the first images, ending at x_0, as
+  // [frame, image, C, H, W]; each rank fills the rows of its share, then they are summed.
+  const int64_t strip_images = std::min(args.strip_images, args.n);
+  const std::vector<int64_t> frame_indices = frame_steps(options.steps, args.strip_frames);
+  at::Tensor strip;
+  if (!args.progression.empty()) {
+    strip =
+        at::zeros({static_cast<int64_t>(frame_indices.size()), strip_images, channels, size, size});
+  }
+  // One chunk of images [begin, end) (gather_across_ranks() picks the chunks).
+  const auto draw = [&](int64_t begin, int64_t end) {
+    const int64_t row_begin = std::max(begin, share.begin);
+    const int64_t rows = std::min({end, share.end, strip_images}) - row_begin;
+    StepCallback on_step;
+    if (strip.defined() && rows > 0) {
+      on_step = [&, begin, row_begin, rows](int64_t index, int64_t, const at::Tensor& x) {
+        const auto frame = std::find(frame_indices.begin(), frame_indices.end(), index);
+        if (frame == frame_indices.end()) return;
+        strip[frame - frame_indices.begin()]
+            .narrow(0, row_begin, rows)
+            .copy_(x.narrow(0, row_begin - begin, rows).to(torch::kCPU, torch::kFloat));
+      };
+    }
+    if (known.defined()) {
+      return inpaint(predictor, schedule, known, fill_mask, end - begin, options, seed, begin,
+                     device, on_step);
+    }
+    return sample(predictor, schedule, {end - begin, channels, size, size}, options, seed, begin,
+                  device, on_step);
+  };
+
+  const auto start = std::chrono::steady_clock::now();
+  const at::Tensor images = gather_across_ranks(args.n, {channels, size, size}, &comm, draw);
+  // Collective: every rank calls this, in the same order.
+  if (strip.defined() && comm.world_size() > 1) comm.all_reduce_sum(strip);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (runtime.rank() != 0) return;
+  write_image_grid(args.out, images);
+  std::cout << "wrote " << args.out << ": " << args.n << " images"
+            << (known.defined() ? " inpainting " + args.inpaint : std::string()) << ", "
+            << args.sampler << " " << options.steps << " steps, " << args.weights << " weights of "
+            << path << " (step " << loaded.step << ") on " << runtime.world_size() << " rank(s) in "
+            << seconds << " s\n";
+  if (!args.progression.empty()) {
+    write_progression_strip(args.progression, strip.unbind(0));
+    std::cout << "wrote " << args.progression << ": " << frame_indices.size() << " frames of "
+              << strip_images << " images\n";
+  }
+}
+
+}  // namespace
 
 void add_sample_command(CLI::App& app) {
-  struct Args {
-    std::string run_dir, checkpoint, sampler = "ddim", variance = "beta", out = "samples.png";
-    std::string progression, weights = "ema", device = "auto";
-    int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8;
-    double eta = 0.0, guidance = 0.0;
-    int64_t label = -1;
-  };
-  auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("sample", "Generate images from a checkpoint into a PNG grid");
+  auto args = std::make_shared<SampleArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "sample", "Generate images from a checkpoint into a PNG grid; under mpirun ranks share them");
   auto* source = cmd->add_option_group("source", "where the weights come from");
   source->add_option("--run-dir", args->run_dir, "Run directory: its newest checkpoint");
   source->add_option("--checkpoint", args->checkpoint, "A checkpoint file");
@@ -44,100 +144,37 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
       ->check(CLI::IsMember({"beta", "posterior"}));
   cmd->add_option("--n", args->n, "Number of images")->check(CLI::Range(1, 4096));
-  cmd->add_option("--seed", args->seed, "Seed of the initial noise");
+  cmd->add_option("--seed", args->seed,
+                  "Seed of the noise; image i's noise depends only on the seed and i");
   cmd->add_option("--out", args->out, "Output PNG grid");
   cmd->add_option("--progression", args->progression,
                   "Also write a strip PNG of x_T -> x_0 for the first images");
+  cmd->add_option("--inpaint", args->inpaint,
+                  "PNG to complete (the model's size and channels): keeps its pixels outside "
+                  "--mask, generates inside (RePaint); needs --mask");
+  cmd->add_option("--mask", args->mask,
+                  "Mask PNG for --inpaint, the model's size: white (>= 128) = generate, "
+                  "black = keep");
   cmd->add_option("--weights", args->weights, "ema (default) or raw")
       ->check(CLI::IsMember({"ema", "raw"}));
   cmd->add_option("--device", args->device, "auto, cpu or cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([args] {
-    std::string path = args->checkpoint;
-    if (path.empty()) {
-      const auto latest = CheckpointStore(args->run_dir).latest();
-      if (!latest) {
-        throw std::runtime_error("--run-dir " + args->run_dir +
-                                 ": no checkpoints/LATEST (has training written a checkpoint?)");
-      }
-      path = *latest;
+    // Option errors first, before MPI starts.
+    if (args->inpaint.empty() != args->mask.empty()) {
+      throw std::runtime_error(args->inpaint.empty()
+                                   ? "--mask " + args->mask + ": needs --inpaint IMAGE"
+                                   : "--inpaint " + args->inpaint + ": needs --mask MASK");
     }
-    const bool cuda = args->device != "cpu" && torch::cuda::is_available();
-    if (args->device == "cuda" && !cuda) throw std::runtime_error("--device cuda: no CUDA device");
-    const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-
-    LoadedCheckpoint checkpoint = LoadedCheckpoint::open(path, device);
-    const Config config = parse_config(checkpoint.info().config_yaml, path);
-    UNet model(unet_options(config));
-    model->to(device);
-    checkpoint.load_model(*model);
-    if (args->weights == "ema") {
-      Ema ema(*model, config.ema.decay);
-      checkpoint.load_ema(ema);
-      ema.copy_to(*model);
-    }
-    model->eval();
-    const int64_t num_classes = config.model.num_classes;
-    if (args->label < -1 || (args->label >= 0 && args->label >= num_classes)) {
-      throw std::runtime_error("--class " + std::to_string(args->label) + ": the model has " +
-                               std::to_string(num_classes) +
-                               " classes (model.num_classes); want -1 or a label below that");
-    }
-    if (args->guidance != 0.0 && args->label < 0) {
-      std::ostringstream message;
-      message << "--guidance " << args->guidance
-              << ": needs --class K (guidance is towards a class)";
-      throw std::runtime_error(message.str());
-    }
-    torch::NoGradGuard no_grad;
-
-    SamplerOptions options;
-    options.kind = parse_sampler_kind(args->sampler);
-    options.steps = args->steps;
-    options.eta = args->eta;
-    options.variance = parse_ddpm_variance(args->variance);
-    validate(options, config.diffusion.timesteps);
-    const NoiseSchedule schedule = noise_schedule(config);
-
-    // Progression: x_T and evenly spaced intermediate x_t of the first images, ending at x_0.
-    std::vector<at::Tensor> frames;
-    const int64_t strip_images = std::min(args->strip_images, args->n);
-    const int64_t frame_every = std::max<int64_t>(1, options.steps / (args->strip_frames - 1));
-    StepCallback on_step;
-    if (!args->progression.empty()) {
-      on_step = [&](int64_t index, int64_t, const at::Tensor& x) {
-        if (index == 0 || (index + 1) % frame_every == 0 || index + 1 == options.steps) {
-          frames.push_back(x.narrow(0, 0, strip_images).to(torch::kCPU).clone());
-        }
-      };
-    }
-    at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(args->seed));
-    const auto start = std::chrono::steady_clock::now();
-    const at::Tensor images = sample(
-        as_eps_predictor(
-            args->label < 0
-                ? ModelFunction([&](const at::Tensor& x, const at::Tensor& t) {
-                    return model->forward(x, t);
-                  })
-                : classifier_free_guidance(
-                      [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) {
-                        return model->forward(x, t, labels);
-                      },
-                      args->label, num_classes, args->guidance),
-            schedule, parse_prediction(config.model.prediction)),
-        schedule,
-        {args->n, config.model.in_channels, config.model.image_size, config.model.image_size},
-        options, generator, device, on_step);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    write_image_grid(args->out, images);
-    std::cout << "wrote " << args->out << ": " << args->n << " images, " << args->sampler << " "
-              << options.steps << " steps, " << args->weights << " weights of " << path
-              << " (step " << checkpoint.info().step << ") in " << seconds << " s\n";
-    if (!args->progression.empty()) {
-      write_progression_strip(args->progression, frames);
-      std::cout << "wrote " << args->progression << ": " << frames.size() << " frames of "
-                << strip_images << " images\n";
+    resolve_device(args->device);
+    launch::Runtime runtime(nullptr, nullptr, args->device);
+    try {
+      if (runtime.world_size() > 1) torch::set_num_threads(runtime.default_threads());
+      run_sample(*args, runtime);
+    } catch (const std::exception& e) {
+      runtime.report_error(e.what());
+      if (runtime.world_size() > 1) runtime.abort(1);
+      throw ReportedError(e.what());
     }
   });
 }

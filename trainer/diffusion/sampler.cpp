@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "trainer/diffusion/image_noise.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -185,39 +187,40 @@ std::vector<int64_t> sampler_timesteps(const NoiseSchedule& schedule,
              : sampling_timesteps(schedule.timesteps(), options.steps);
 }
 
-at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
-                       const at::Tensor& x_T, const SamplerOptions& options,
-                       at::Generator& generator, const StepCallback& on_step) {
+at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                               const at::Tensor& x_start, const std::vector<int64_t>& timesteps,
+                               const SamplerOptions& options, const NoiseSource& noise,
+                               const StepCallback& on_step, const StepTransform& after_step) {
   validate(options, schedule.timesteps());
-  if (!generator.device().is_cpu()) {
-    throw std::runtime_error("sample: the generator is on " + generator.device().str() +
-                             "; want a CPU generator (noise is drawn on the CPU)");
-  }
-  if (x_T.dim() < 1 || x_T.numel() == 0) {
+  if (x_start.dim() < 1 || x_start.numel() == 0) {
     std::ostringstream message;
-    message << "sample: x_T has shape " << x_T.sizes() << "; want a non-empty [B, ...]";
+    message << "sample: x_T has shape " << x_start.sizes() << "; want a non-empty [B, ...]";
     throw std::runtime_error(message.str());
   }
+  for (size_t k = 0; k < timesteps.size(); ++k) {
+    if (timesteps[k] < 0 || timesteps[k] >= schedule.timesteps() ||
+        (k > 0 && timesteps[k] <= timesteps[k - 1])) {
+      throw std::runtime_error("sample: timestep " + std::to_string(timesteps[k]) + " at " +
+                               std::to_string(k) + ": want distinct ascending timesteps in [0, " +
+                               std::to_string(schedule.timesteps()) + ")");
+    }
+  }
+  if (timesteps.empty()) throw std::runtime_error("sample: no timesteps to visit");
   at::NoGradGuard no_grad;
-  at::Tensor x = x_T.to(at::kFloat);
-  const at::Device device = x.device();
-  const std::vector<int64_t> shape = x.sizes().vec();
-  const std::function<at::Tensor()> noise = [&] {
-    return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device);
-  };
-  const at::TensorOptions timestep_options = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor x = x_start.to(at::kFloat);
+  const int64_t batch = x.size(0);
+  const at::TensorOptions timestep_options =
+      at::TensorOptions().dtype(at::kLong).device(x.device());
 
-  const std::vector<int64_t> timesteps = sampler_timesteps(schedule, options);
-  const int64_t steps = options.steps;
+  const int64_t steps = static_cast<int64_t>(timesteps.size());
   MultistepState multistep;
   for (int64_t index = 0; index < steps; ++index) {
     const int64_t k = steps - 1 - index;
     const int64_t t = timesteps[static_cast<size_t>(k)];
-    const StepCoefficients c{
-        schedule.alpha_bar(t),
-        k > 0 ? schedule.alpha_bar(timesteps[static_cast<size_t>(k - 1)]) : 1.0};
+    const int64_t t_next = k > 0 ? timesteps[static_cast<size_t>(k - 1)] : -1;
+    const StepCoefficients c{schedule.alpha_bar(t), k > 0 ? schedule.alpha_bar(t_next) : 1.0};
 
-    at::Tensor eps = predictor(x, at::full({shape[0]}, t, timestep_options));
+    at::Tensor eps = predictor(x, at::full({batch}, t, timestep_options));
     if (eps.sizes() != x.sizes()) {
       std::ostringstream message;
       message << "sample: the predictor returned shape " << eps.sizes() << " for x_t of shape "
@@ -245,19 +248,66 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
         x = dpm_solver_pp_2m_step(x, x0, c, multistep);
         break;
     }
+    if (after_step) x = after_step(index, t_next, x);
     if (on_step) on_step(index, t, x);
   }
   return x;
+}
+
+at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                       const at::Tensor& x_T, const SamplerOptions& options,
+                       const NoiseSource& noise, const StepCallback& on_step) {
+  validate(options, schedule.timesteps());
+  return run_reverse_process(predictor, schedule, x_T, sampler_timesteps(schedule, options),
+                             options, noise, on_step);
+}
+
+at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                  at::IntArrayRef shape, const SamplerOptions& options, uint64_t seed,
+                  int64_t first_index, const at::Device& device, const StepCallback& on_step) {
+  validate(options, schedule.timesteps());
+  if (shape.empty() || shape[0] < 1) {
+    std::ostringstream message;
+    message << "sample: shape " << shape << "; want a non-empty [B, ...]";
+    throw std::runtime_error(message.str());
+  }
+  ImageNoise image_noise(seed, first_index, shape[0]);
+  const at::IntArrayRef image_shape = shape.slice(1);
+  const at::Tensor x_T = image_noise.draw(image_shape, device);
+  return sample_from(
+      predictor, schedule, x_T, options, [&] { return image_noise.draw(image_shape, device); },
+      on_step);
+}
+
+namespace {
+
+void check_cpu_generator(const at::Generator& generator) {
+  if (!generator.device().is_cpu()) {
+    throw std::runtime_error("sample: the generator is on " + generator.device().str() +
+                             "; want a CPU generator (noise is drawn on the CPU)");
+  }
+}
+
+}  // namespace
+
+at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                       const at::Tensor& x_T, const SamplerOptions& options,
+                       at::Generator& generator, const StepCallback& on_step) {
+  validate(options, schedule.timesteps());
+  check_cpu_generator(generator);
+  const std::vector<int64_t> shape = x_T.sizes().vec();
+  const at::Device device = x_T.device();
+  return sample_from(
+      predictor, schedule, x_T, options,
+      [&] { return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device); },
+      on_step);
 }
 
 at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                   at::IntArrayRef shape, const SamplerOptions& options, at::Generator& generator,
                   const at::Device& device, const StepCallback& on_step) {
   validate(options, schedule.timesteps());
-  if (!generator.device().is_cpu()) {
-    throw std::runtime_error("sample: the generator is on " + generator.device().str() +
-                             "; want a CPU generator (noise is drawn on the CPU)");
-  }
+  check_cpu_generator(generator);
   const at::Tensor x_T =
       at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device);
   return sample_from(predictor, schedule, x_T, options, generator, on_step);

@@ -69,16 +69,51 @@ std::vector<int64_t> sampler_timesteps(const NoiseSchedule& schedule,
 // new state x (x_0 after the last step); for progression strips.
 using StepCallback = std::function<void(int64_t index, int64_t t, const at::Tensor& x_t)>;
 
-// Draws x_T ~ N(0, I) of `shape` with `generator` (a CPU generator: all noise is drawn on the
-// CPU and moved, so results do not depend on the device), runs the reverse process on `device`
-// and returns x_0 (float32, on device). Validates `options`; runs under no-grad. Not
-// thread-safe with respect to `generator`.
+// Standard normal noise shaped like the batch being sampled (float32, on its device); the
+// reverse process calls it once per noisy step (DDPM before the last step, DDIM with eta > 0).
+using NoiseSource = std::function<at::Tensor()>;
+
+// Replaces the state after reverse step `index`, which went from timestep t to `t_next` (the
+// next timestep the sampler visits, or -1 after the last step, when x is x_0); returns the new
+// state, same shape. Inpainting uses it to put back the known pixels.
+using StepTransform = std::function<at::Tensor(int64_t index, int64_t t_next, const at::Tensor& x)>;
+
+// The reverse process over explicit ascending, distinct timesteps in [0, T): x_start (float,
+// [B, ...], on the device to sample on) is the state at timesteps.back(); each step goes to the
+// previous timestep of the list, the last one to x_0. `after_step` runs before `on_step`. What
+// sample_from() runs on the sampler's grid; denoising runs it on a grid cut at its start.
+// Validates `options` (options.steps is not used: the list sets the steps); runs under no-grad.
+at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                               const at::Tensor& x_start, const std::vector<int64_t>& timesteps,
+                               const SamplerOptions& options, const NoiseSource& noise,
+                               const StepCallback& on_step = {},
+                               const StepTransform& after_step = {});
+
+// Split-invariant sampling: images first_index .. first_index + shape[0] - 1 of the run seeded
+// `seed`, each drawing x_T and its step noise from its own stream (ImageNoise, image_noise.h), so
+// image i is bit-identical whether drawn alone, in one batch or spread over batches and ranks
+// (given a predictor that treats batch rows independently). Returns x_0 (float32, on device).
+at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                  at::IntArrayRef shape, const SamplerOptions& options, uint64_t seed,
+                  int64_t first_index, const at::Device& device, const StepCallback& on_step = {});
+
+// The reverse process from a given x_T (float, [B, ...], on the device to sample on) with step
+// noise from `noise`.
+at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                       const at::Tensor& x_T, const SamplerOptions& options,
+                       const NoiseSource& noise, const StepCallback& on_step = {});
+
+// Batch-dependent sampling from one generator (kept for callers that own a generator; prefer
+// the seed overload above). Draws x_T ~ N(0, I) of `shape` with `generator` (a CPU generator:
+// all noise is drawn on the CPU and moved, so results do not depend on the device), runs the
+// reverse process on `device` and returns x_0 (float32, on device). Validates `options`; runs
+// under no-grad. Not thread-safe with respect to `generator`.
 at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                   at::IntArrayRef shape, const SamplerOptions& options, at::Generator& generator,
                   const at::Device& device, const StepCallback& on_step = {});
 
-// The reverse process from a given x_T (float, [B, ...], on the device to sample on); step
-// noise (DDPM, DDIM with eta > 0) comes from `generator` as in sample().
+// The reverse process from a given x_T; step noise (DDPM, DDIM with eta > 0) comes from
+// `generator` as in the generator overload of sample().
 at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                        const at::Tensor& x_T, const SamplerOptions& options,
                        at::Generator& generator, const StepCallback& on_step = {});

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/unit/trainer/test_util.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -20,14 +22,7 @@ std::string write_temp(const std::string& text) {
   return path;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_util::error_of;
 
 TEST(Config, DefaultsAreValid) {
   const Config c = load_config("");

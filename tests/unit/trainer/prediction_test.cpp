@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/unit/trainer/test_util.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -19,14 +21,7 @@ at::Generator cpu_generator(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  return "<no exception>";
-}
+using test_util::error_of;
 
 // sqrt(abar_t) and sqrt(1 - abar_t) per sample in float64, shaped [B, 1, ...] like x.
 std::pair<torch::Tensor, torch::Tensor> coefficients(const NoiseSchedule& schedule,

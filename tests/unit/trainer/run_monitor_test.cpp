@@ -17,6 +17,7 @@
 #include "data/png_io.h"
 #include "launch/communicator.h"
 #include "monitoring/loss_curve.h"
+#include "tests/unit/trainer/test_util.h"
 #include "trainer/config.h"
 
 namespace difftrain::trainer {
@@ -79,14 +80,7 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   return lines;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using test_util::error_of;
 
 TEST(TimestepQuartiles, MeanLossPerQuarterOfT) {
   const at::Tensor losses = torch::tensor({1.0, 2.0, 3.0, 4.0, 5.0, 6.0}, torch::kFloat);

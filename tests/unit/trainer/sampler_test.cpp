@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/trainer/test_util.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -153,14 +155,7 @@ Moments moments_of(const torch::Tensor& x) {
   return {d.mean().item<double>(), d.var().item<double>()};
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  return "<no exception>";
-}
+using test_util::error_of;
 
 TEST(SamplerTest, SamplingTimestepsAreEvenlySpacedAndEndAtTheLastStep) {
   EXPECT_EQ(sampling_timesteps(1000, 1), std::vector<int64_t>({999}));

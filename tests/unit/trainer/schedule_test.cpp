@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/trainer/test_util.h"
 #include "trainer/diffusion/objective.h"
 
 namespace difftrain::trainer {
@@ -24,14 +25,7 @@ double cosine_f(double t, double timesteps) {
   return std::cos(phase) * std::cos(phase);
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  return "<no exception>";
-}
+using test_util::error_of;
 
 TEST(NoiseScheduleTest, LinearBetasAndAlphaBarsMatchTheFormula) {
   for (const int64_t timesteps : {1000, 7}) {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/trainer/test_util.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -33,14 +35,7 @@ void randomise_parameters(UNet& model, uint64_t seed) {
   for (auto& parameter : model->parameters()) parameter.copy_(torch::randn_like(parameter) * 0.1);
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  return "<no exception>";
-}
+using test_util::error_of;
 
 TEST(UNetTest, OutputShapeEqualsInputShape) {
   for (const int64_t size : {16, 32}) {

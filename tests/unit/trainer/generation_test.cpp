@@ -1,0 +1,244 @@
+// Split-invariant sampling, inpainting and denoising: image i is the same whatever batch draws
+// it, inpainting keeps the known pixels exactly (and fills a consistent hole exactly with an
+// exact predictor), and denoising starts where --strength says and stays near a lightly noised
+// input.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/unit/trainer/test_util.h"
+#include "trainer/diffusion/denoise.h"
+#include "trainer/diffusion/image_noise.h"
+#include "trainer/diffusion/inpaint.h"
+#include "trainer/diffusion/sampler.h"
+#include "trainer/distributed_sampling.h"
+#include "trainer/image_grid.h"
+#include "trainer/model/unet.h"
+
+namespace difftrain::trainer {
+namespace {
+
+SamplerOptions options_for(SamplerKind kind, int64_t steps, double eta = 0.0) {
+  SamplerOptions options;
+  options.kind = kind;
+  options.steps = steps;
+  options.eta = eta;
+  return options;
+}
+
+// One of each sampler, the noisy ones included (DDPM, DDIM eta > 0 consume step noise).
+std::vector<SamplerOptions> all_samplers(int64_t steps) {
+  return {options_for(SamplerKind::kDdpm, steps), options_for(SamplerKind::kDdim, steps, 0.7),
+          options_for(SamplerKind::kDdim, steps, 0.0),
+          options_for(SamplerKind::kDpmSolverPP2M, steps)};
+}
+
+std::string name_of(const SamplerOptions& options) {
+  return to_string(options.kind) + " eta " + std::to_string(options.eta);
+}
+
+// A non-trivial predictor that treats batch rows independently (element-wise in x, uses t).
+torch::Tensor row_wise_eps(const torch::Tensor& x, const torch::Tensor& t) {
+  return 0.5 * torch::tanh(x) + 1e-4 * t.to(x.scalar_type()).reshape({-1, 1, 1, 1});
+}
+
+// The exact eps-predictor when all data is the image x0_star [C, H, W].
+EpsPredictor point_predictor(const NoiseSchedule& schedule, const torch::Tensor& x0_star) {
+  return [&schedule, x0_star](const torch::Tensor& x, const torch::Tensor& t) {
+    const torch::Tensor a =
+        schedule.alpha_bars().index_select(0, t.cpu()).reshape({-1, 1, 1, 1}).to(x.device());
+    return ((x.to(torch::kDouble) - a.sqrt() * x0_star) / (1 - a).sqrt()).to(x.scalar_type());
+  };
+}
+
+using test_util::error_of;
+
+TEST(GenerationTest, ImageNoiseRowsDependOnlyOnSeedAndIndex) {
+  ImageNoise all(7, 0, 6);
+  ImageNoise tail(7, 3, 3);
+  const torch::Tensor a1 = all.draw({2, 5});
+  const torch::Tensor a2 = all.draw({2, 5});
+  const torch::Tensor t1 = tail.draw({2, 5});
+  const torch::Tensor t2 = tail.draw({2, 5});
+  EXPECT_TRUE(torch::equal(a1.narrow(0, 3, 3), t1));
+  EXPECT_TRUE(torch::equal(a2.narrow(0, 3, 3), t2));
+  EXPECT_FALSE(torch::equal(a1, a2));        // successive draws differ
+  EXPECT_FALSE(torch::equal(a1[0], a1[1]));  // images differ
+  EXPECT_FALSE(torch::equal(ImageNoise(8, 0, 1).draw({4}), ImageNoise(7, 0, 1).draw({4})));
+  EXPECT_THROW(ImageNoise(7, -1, 2), std::runtime_error);
+  EXPECT_THROW(ImageNoise(7, 0, 0), std::runtime_error);
+}
+
+TEST(GenerationTest, SamplesAreTheSameInOneBatchOrSeveral) {
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 100);
+  for (const SamplerOptions& options : all_samplers(8)) {
+    const torch::Tensor whole =
+        sample(row_wise_eps, schedule, {8, 1, 4, 4}, options, 11, 0, torch::kCPU);
+    const torch::Tensor halves =
+        torch::cat({sample(row_wise_eps, schedule, {4, 1, 4, 4}, options, 11, 0, torch::kCPU),
+                    sample(row_wise_eps, schedule, {4, 1, 4, 4}, options, 11, 4, torch::kCPU)});
+    const torch::Tensor uneven =
+        torch::cat({sample(row_wise_eps, schedule, {1, 1, 4, 4}, options, 11, 0, torch::kCPU),
+                    sample(row_wise_eps, schedule, {5, 1, 4, 4}, options, 11, 1, torch::kCPU),
+                    sample(row_wise_eps, schedule, {2, 1, 4, 4}, options, 11, 6, torch::kCPU)});
+    EXPECT_TRUE(torch::equal(whole, halves)) << name_of(options);
+    EXPECT_TRUE(torch::equal(whole, uneven)) << name_of(options);
+    EXPECT_FALSE(torch::equal(whole[0], whole[1])) << name_of(options);
+    // Another seed gives other images.
+    EXPECT_FALSE(torch::equal(
+        whole, sample(row_wise_eps, schedule, {8, 1, 4, 4}, options, 12, 0, torch::kCPU)))
+        << name_of(options);
+  }
+}
+
+TEST(GenerationTest, OneRankSampleAcrossRanksIsTheSeedOverload) {
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 100);
+  const SamplerOptions options = options_for(SamplerKind::kDdpm, 5);
+  const torch::Tensor gathered =
+      sample_across_ranks(row_wise_eps, schedule, 5, {1, 4, 4}, options, 3, torch::kCPU, nullptr);
+  EXPECT_TRUE(torch::equal(
+      gathered, sample(row_wise_eps, schedule, {5, 1, 4, 4}, options, 3, 0, torch::kCPU)));
+  EXPECT_EQ(gathered.scalar_type(), torch::kFloat);
+  const ImageRange first = rank_share(10, 0, 4), last = rank_share(10, 3, 4);
+  EXPECT_EQ(first.begin, 0);
+  EXPECT_EQ(first.end, 2);
+  EXPECT_EQ(last.begin, 7);
+  EXPECT_EQ(last.end, 10);
+  EXPECT_EQ(rank_share(3, 0, 4).end, 0);  // fewer images than ranks: rank 0 draws none
+}
+
+TEST(GenerationTest, TinyUNetImagesAreDrawnInFixedChunks) {
+  // A network's output for one image can change in the last bit with the batch size, so
+  // sample_across_ranks draws fixed chunks [0, 8), [8, 16), ... on any rank count.
+  torch::manual_seed(0);
+  UNetOptions unet_options;
+  unet_options.image_size = 8;
+  unet_options.channels = 32;
+  unet_options.channel_mult = {1, 2};
+  unet_options.num_res_blocks = 1;
+  unet_options.attention_resolutions = {4};
+  unet_options.dropout = 0.0;
+  UNet model(unet_options);
+  {
+    torch::NoGradGuard no_grad;
+    // DDPM's initialisation zeroes the output conv: make the prediction non-trivial.
+    for (auto& p : model->parameters()) p.normal_(0.0, 0.05);
+  }
+  model->eval();
+  const EpsPredictor predictor = [&model](const torch::Tensor& x, const torch::Tensor& t) {
+    return model->forward(x, t);
+  };
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 50);
+  const SamplerOptions options = options_for(SamplerKind::kDdpm, 3);
+  ASSERT_EQ(kSampleChunkImages, 8);
+  const torch::Tensor gathered =
+      sample_across_ranks(predictor, schedule, 10, {1, 8, 8}, options, 5, torch::kCPU, nullptr);
+  const torch::Tensor chunks =
+      torch::cat({sample(predictor, schedule, {8, 1, 8, 8}, options, 5, 0, torch::kCPU),
+                  sample(predictor, schedule, {2, 1, 8, 8}, options, 5, 8, torch::kCPU)});
+  EXPECT_TRUE(torch::equal(gathered, chunks)) << (gathered - chunks).abs().max().item<float>();
+}
+
+TEST(GenerationTest, InpaintingKeepsTheKnownPixelsExactly) {
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 100);
+  // Known pixels as a PNG would give them: p / 127.5 - 1.
+  const torch::Tensor pixels = torch::randint(0, 256, {3, 6, 6}, torch::kLong);
+  const torch::Tensor known = pixels.to(torch::kFloat) / 127.5 - 1.0;
+  torch::Tensor fill = torch::zeros({1, 6, 6});
+  fill.narrow(1, 1, 3).narrow(2, 2, 3).fill_(1.0);
+  const torch::Tensor keep = fill.eq(0).expand({3, 6, 6});
+  for (const SamplerOptions& options : all_samplers(6)) {
+    const torch::Tensor out =
+        inpaint(row_wise_eps, schedule, known, fill, 4, options, 9, 0, torch::kCPU);
+    ASSERT_EQ(out.sizes(), torch::IntArrayRef({4, 3, 6, 6}));
+    for (int64_t i = 0; i < 4; ++i) {
+      EXPECT_TRUE(torch::equal(out[i].masked_select(keep), known.masked_select(keep)))
+          << name_of(options);
+      EXPECT_FALSE(torch::equal(out[i], known)) << name_of(options);  // the hole is generated
+    }
+    // Through the PNG round trip the kept pixels come back as the input's bytes.
+    const torch::Tensor bytes = to_uint8_hwc(out).permute({0, 3, 1, 2});
+    EXPECT_TRUE(
+        torch::equal(bytes[2].masked_select(keep), pixels.to(torch::kByte).masked_select(keep)));
+    // Split invariance holds for inpainting too.
+    const torch::Tensor split =
+        torch::cat({inpaint(row_wise_eps, schedule, known, fill, 1, options, 9, 0, torch::kCPU),
+                    inpaint(row_wise_eps, schedule, known, fill, 3, options, 9, 1, torch::kCPU)});
+    EXPECT_TRUE(torch::equal(out, split)) << name_of(options);
+  }
+  EXPECT_NE(error_of([&] {
+              inpaint(row_wise_eps, schedule, known, torch::zeros({1, 5, 6}), 1,
+                      options_for(SamplerKind::kDdim, 5), 0, 0, torch::kCPU);
+            }).find("mask [1, 5, 6]"),
+            std::string::npos);
+}
+
+TEST(GenerationTest, InpaintingAConsistentHoleWithTheExactPredictorRecoversTheImage) {
+  // All data is x0_star; the known region is x0_star's: the hole must be filled with x0_star.
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 200);
+  const torch::Tensor x0_star =
+      torch::linspace(-0.9, 0.9, 2 * 5 * 5, torch::kDouble).reshape({2, 5, 5});
+  torch::Tensor fill = torch::zeros({1, 5, 5});
+  fill.narrow(2, 0, 2).fill_(1.0);
+  for (SamplerOptions options : all_samplers(10)) {
+    options.clip_x0 = false;
+    const torch::Tensor out =
+        inpaint(point_predictor(schedule, x0_star), schedule, x0_star.to(torch::kFloat), fill, 2,
+                options, 4, 0, torch::kCPU);
+    EXPECT_LT((out - x0_star.unsqueeze(0)).abs().max().item<double>(), 1e-5) << name_of(options);
+  }
+}
+
+TEST(GenerationTest, DenoiseStartTimestepAndGrid) {
+  EXPECT_EQ(denoise_start_timestep(1.0, 1000), 999);
+  EXPECT_EQ(denoise_start_timestep(0.5, 1000), 500);  // round(499.5), half away from zero
+  EXPECT_EQ(denoise_start_timestep(0.25, 1001), 250);
+  EXPECT_EQ(denoise_start_timestep(1e-4, 1000), 0);
+  EXPECT_NE(error_of([] { denoise_start_timestep(0.0, 1000); }).find("--strength 0:"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { denoise_start_timestep(1.5, 1000); }).find("--strength 1.5:"),
+            std::string::npos);
+  EXPECT_THROW(denoise_start_timestep(std::nan(""), 1000), std::runtime_error);
+  EXPECT_THROW(denoise_start_timestep(-0.2, 1000), std::runtime_error);
+
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 1000);
+  const SamplerOptions ddim = options_for(SamplerKind::kDdim, 10);  // grid 0, 111, ..., 999
+  EXPECT_EQ(denoise_timesteps(schedule, ddim, 500),
+            std::vector<int64_t>({0, 111, 222, 333, 444, 500}));
+  EXPECT_EQ(denoise_timesteps(schedule, ddim, 999), sampler_timesteps(schedule, ddim));
+  EXPECT_EQ(denoise_timesteps(schedule, ddim, 0), std::vector<int64_t>({0}));
+  EXPECT_EQ(denoise_timesteps(schedule, ddim, 111), std::vector<int64_t>({0, 111}));
+  EXPECT_THROW(denoise_timesteps(schedule, ddim, 1000), std::runtime_error);
+}
+
+TEST(GenerationTest, DenoiseChangesALightlyNoisedImageLittle) {
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 1000);
+  const torch::Tensor images = torch::rand({3, 1, 6, 6}) * 2 - 1;
+  for (const SamplerOptions& options : all_samplers(20)) {
+    // t = 2: noise sqrt(1 - abar_2) ~ 0.017, then two steps whose x0 estimate moves x by
+    // sqrt(1 - abar) |eps| <= 0.017 * 0.5 each.
+    const torch::Tensor light = denoise(row_wise_eps, schedule, images, 0.002, options, 1, 0);
+    const double light_change = (light - images).abs().max().item<double>();
+    EXPECT_LT(light_change, 0.1) << name_of(options);
+    // From pure noise the input is forgotten.
+    const torch::Tensor full = denoise(row_wise_eps, schedule, images, 1.0, options, 1, 0);
+    EXPECT_GT((full - images).abs().max().item<double>(), 0.5) << name_of(options);
+    // Per-image noise: denoising one image alone gives its row of the batch.
+    EXPECT_TRUE(torch::equal(
+        light[2], denoise(row_wise_eps, schedule, images.narrow(0, 2, 1), 0.002, options, 1, 2)[0]))
+        << name_of(options);
+  }
+  // With the exact predictor of a single point, any strength lands on the point.
+  const torch::Tensor x0_star = torch::linspace(-0.8, 0.8, 36, torch::kDouble).reshape({1, 6, 6});
+  SamplerOptions exact = options_for(SamplerKind::kDdim, 20);
+  exact.clip_x0 = false;
+  const torch::Tensor out = denoise(point_predictor(schedule, x0_star), schedule,
+                                    images.narrow(0, 0, 1), 0.3, exact, 1, 0);
+  EXPECT_LT((out[0] - x0_star).abs().max().item<double>(), 1e-5);
+}
+
+}  // namespace
+}  // namespace difftrain::trainer

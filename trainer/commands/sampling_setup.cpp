@@ -1,0 +1,115 @@
+// Checkpoint loading, predictors and PNG inputs for the generating commands.
+#include "trainer/commands/sampling_setup.h"
+
+#include <torch/torch.h>
+
+#include <sstream>
+#include <stdexcept>
+
+#include "data/png_io.h"
+#include "trainer/checkpoint.h"
+#include "trainer/diffusion/guidance.h"
+#include "trainer/ema.h"
+#include "trainer/model_builder.h"
+
+namespace difftrain::trainer {
+namespace {
+
+std::string size_of(int64_t channels, int64_t height, int64_t width) {
+  return std::to_string(width) + "x" + std::to_string(height) + "x" + std::to_string(channels);
+}
+
+// The PNG's pixels as float [C, H, W] in [0, 255].
+at::Tensor read_pixels(const std::string& path) {
+  data::Image image = data::read_png(path);
+  return torch::from_blob(image.pixels.data(), {image.height, image.width, image.channels},
+                          torch::kByte)
+      .permute({2, 0, 1})
+      .to(torch::kFloat);  // copies, so the pixels may go
+}
+
+}  // namespace
+
+std::string resolve_checkpoint(const std::string& run_dir, const std::string& checkpoint) {
+  if (!checkpoint.empty()) return checkpoint;
+  const auto latest = CheckpointStore(run_dir).latest();
+  if (!latest) {
+    throw std::runtime_error("--run-dir " + run_dir +
+                             ": no checkpoints/LATEST (has training written a checkpoint?)");
+  }
+  return *latest;
+}
+
+c10::Device resolve_device(const std::string& request) {
+  const bool cuda = request != "cpu" && torch::cuda::is_available();
+  if (request == "cuda" && !cuda) throw std::runtime_error("--device cuda: no CUDA device");
+  return cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+}
+
+SamplingModel load_sampling_model(const std::string& path, const std::string& weights,
+                                  const c10::Device& device) {
+  LoadedCheckpoint checkpoint = LoadedCheckpoint::open(path, device);
+  SamplingModel result{parse_config(checkpoint.info().config_yaml, path), nullptr,
+                       checkpoint.info().step};
+  result.model = UNet(unet_options(result.config));
+  result.model->to(device);
+  checkpoint.load_model(*result.model);
+  if (weights == "ema") {
+    Ema ema(*result.model, result.config.ema.decay);
+    checkpoint.load_ema(ema);
+    ema.copy_to(*result.model);
+  }
+  result.model->eval();
+  return result;
+}
+
+EpsPredictor model_predictor(const SamplingModel& model, int64_t label, double guidance) {
+  UNet unet = model.model;  // a shared handle: the lambdas keep the module alive
+  const Config& config = model.config;
+  const int64_t num_classes = config.model.num_classes;
+  if (label < -1 || (label >= 0 && label >= num_classes)) {
+    throw std::runtime_error("--class " + std::to_string(label) + ": the model has " +
+                             std::to_string(num_classes) +
+                             " classes (model.num_classes); want -1 or a label below that");
+  }
+  if (guidance != 0.0 && label < 0) {
+    std::ostringstream message;
+    message << "--guidance " << guidance << ": needs --class K (guidance is towards a class)";
+    throw std::runtime_error(message.str());
+  }
+  ModelFunction function =
+      label < 0
+          ? ModelFunction([unet](const at::Tensor& x, const at::Tensor& t) mutable {
+              return unet->forward(x, t);
+            })
+          : classifier_free_guidance(
+                [unet](const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels) mutable {
+                  return unet->forward(x, t, labels);
+                },
+                label, num_classes, guidance);
+  return as_eps_predictor(std::move(function), noise_schedule(config),
+                          parse_prediction(config.model.prediction));
+}
+
+at::Tensor read_model_image(const std::string& option, const std::string& path, int64_t channels,
+                            int64_t size) {
+  const at::Tensor pixels = read_pixels(path);
+  if (pixels.size(0) != channels || pixels.size(1) != size || pixels.size(2) != size) {
+    throw std::runtime_error(
+        option + " " + path + ": " + size_of(pixels.size(0), pixels.size(1), pixels.size(2)) +
+        " (width x height x channels); the model wants " + size_of(channels, size, size));
+  }
+  return pixels / 127.5 - 1.0;
+}
+
+at::Tensor read_fill_mask(const std::string& option, const std::string& path, int64_t size) {
+  const at::Tensor pixels = read_pixels(path);
+  if (pixels.size(1) != size || pixels.size(2) != size) {
+    throw std::runtime_error(option + " " + path + ": " + std::to_string(pixels.size(2)) + "x" +
+                             std::to_string(pixels.size(1)) + " pixels; the model's images are " +
+                             std::to_string(size) + "x" + std::to_string(size));
+  }
+  return pixels.mean(0, /*keepdim=*/true).ge(128.0).to(torch::kFloat);
+}
+
+}  // namespace difftrain::trainer

@@ -1,0 +1,57 @@
+// Generating one set of images with every rank drawing its contiguous share: image i's noise
+// depends only on (seed, i), so the gathered result is the same for any number of ranks.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <functional>
+
+#include "trainer/diffusion/sampler.h"
+#include "trainer/diffusion/schedule.h"
+
+namespace difftrain::launch {
+class Communicator;
+}
+
+namespace difftrain::trainer {
+
+// Rank r of W's share of n images: [r*n/W, (r+1)*n/W) (possibly empty when n < W).
+struct ImageRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+ImageRange rank_share(int64_t n, int rank, int world_size);
+
+// Images are drawn in chunks of kSampleChunkImages aligned to multiples of it ([0, 8), [8, 16),
+// ..., the last one cut at n), whatever the rank count: a rank draws every chunk that overlaps
+// its share and keeps its share's rows. A network's output for one image can depend on the
+// batch it sits in (a different batch size picks another kernel: 1-ulp differences), so fixed
+// batches are what makes the result bit-identical for any world size.
+constexpr int64_t kSampleChunkImages = 8;
+
+// Draws images [begin, end) (one chunk) as [end - begin, C, H, W] (any device, floating dtype).
+using ImageRangeDraw = std::function<at::Tensor(int64_t begin, int64_t end)>;
+
+// Calls draw() for each chunk overlapping this rank's share (none when it is empty), places the
+// share's rows in a zero-filled CPU float32 [n, image_shape...] tensor and sums it over the
+// ranks, so every rank returns all n images. comm == nullptr: one rank, draws [0, n). Throws
+// std::runtime_error naming the shapes if draw() returns the wrong shape.
+// Collective: every rank calls this, in the same order.
+at::Tensor gather_across_ranks(int64_t n, at::IntArrayRef image_shape, launch::Communicator* comm,
+                               const ImageRangeDraw& draw);
+
+// Draws images [0, n) split contiguously across the communicator's ranks (rank r gets
+// [r*n/W, (r+1)*n/W)); image i's noise depends only on (seed, i) (sample()'s seed overload),
+// and images are drawn in fixed chunks (gather_across_ranks()), so the result equals a one-rank
+// run bit for bit. Returns all n images as CPU float32 on every rank. on_step sees each chunk
+// this rank draws, in turn (never on a rank whose share is empty). comm == nullptr: one rank.
+// Collective: every rank calls this, in the same order.
+at::Tensor sample_across_ranks(const EpsPredictor& predictor, const NoiseSchedule& schedule,
+                               int64_t n, at::IntArrayRef image_shape /* C, H, W */,
+                               const SamplerOptions& options, uint64_t seed,
+                               const at::Device& device, launch::Communicator* comm,
+                               const StepCallback& on_step = {});
+
+}  // namespace difftrain::trainer

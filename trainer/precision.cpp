@@ -1,0 +1,86 @@
+#include "trainer/precision.h"
+
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <torch/version.h>
+
+#include <stdexcept>
+
+// LibTorch 2.4 replaced the per-backend autocast setters (set_enabled, set_cpu_enabled, ...)
+// with ones that take the device type; 1.13 (Debian) has only the old ones.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE 1
+#endif
+
+namespace difftrain::trainer {
+namespace {
+
+bool autocast_enabled(c10::DeviceType device) {
+#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
+  return at::autocast::is_autocast_enabled(device);
+#else
+  return device == c10::DeviceType::CUDA ? at::autocast::is_enabled()
+                                         : at::autocast::is_cpu_enabled();
+#endif
+}
+
+c10::ScalarType autocast_dtype(c10::DeviceType device) {
+#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
+  return at::autocast::get_autocast_dtype(device);
+#else
+  return device == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                         : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
+void set_autocast(c10::DeviceType device, bool enabled, c10::ScalarType dtype) {
+#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
+  at::autocast::set_autocast_dtype(device, dtype);
+  at::autocast::set_autocast_enabled(device, enabled);
+#else
+  if (device == c10::DeviceType::CUDA) {
+    at::autocast::set_autocast_gpu_dtype(dtype);
+    at::autocast::set_enabled(enabled);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(dtype);
+    at::autocast::set_cpu_enabled(enabled);
+  }
+#endif
+}
+
+}  // namespace
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::kFp32;
+  if (name == "bf16") return Precision::kBf16;
+  throw std::runtime_error("train.precision = " + name + ": want fp32 or bf16");
+}
+
+AutocastScope::AutocastScope(Precision precision, c10::DeviceType device) : device_(device) {
+  if (precision != Precision::kBf16) return;
+  if (device != c10::DeviceType::CUDA && device != c10::DeviceType::CPU) {
+    throw std::runtime_error("train.precision = bf16: no autocast for device type " +
+                             c10::DeviceTypeName(device));
+  }
+  active_ = true;
+  previous_enabled_ = autocast_enabled(device);
+  previous_dtype_ = autocast_dtype(device);
+  set_autocast(device, true, c10::ScalarType::BFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!active_) return;
+  // Leaving the outermost scope frees the bf16 copies of the weights autocast cached.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(device_, previous_enabled_, previous_dtype_);
+}
+
+void configure_device_math(c10::DeviceType device) {
+  if (device != c10::DeviceType::CUDA) return;
+  at::globalContext().setBenchmarkCuDNN(true);
+  at::globalContext().setAllowTF32CuBLAS(true);
+  at::globalContext().setAllowTF32CuDNN(true);
+}
+
+}  // namespace difftrain::trainer
