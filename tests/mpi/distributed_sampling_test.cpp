@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "launch/mpi_communicator.h"
+#include "tests/unit/trainer/test_util.h"
 #include "trainer/diffusion/sampler.h"
 #include "trainer/model/unet.h"
 
@@ -45,18 +46,8 @@ TEST(DistributedSampling, EqualsOneRankForEverySamplerAndSplit) {
 TEST(DistributedSampling, TinyUNetFromTheSameSeedEqualsOneRank) {
   launch::MpiCommunicator comm(60.0);
   torch::manual_seed(3);
-  UNetOptions unet_options;
-  unet_options.image_size = 8;
-  unet_options.channels = 32;
-  unet_options.channel_mult = {1, 2};
-  unet_options.num_res_blocks = 1;
-  unet_options.attention_resolutions = {4};
-  unet_options.dropout = 0.0;
-  UNet model(unet_options);
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) p.normal_(0.0, 0.05);  // the output conv starts at 0
-  }
+  UNet model(test_util::small_unet_options(8));
+  test_util::randomise_parameters(model, 0.05);
   model->eval();
   const EpsPredictor predictor = [&model](const torch::Tensor& x, const torch::Tensor& t) {
     return model->forward(x, t);

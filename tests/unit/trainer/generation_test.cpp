@@ -114,19 +114,8 @@ TEST(GenerationTest, TinyUNetImagesAreDrawnInFixedChunks) {
   // A network's output for one image can change in the last bit with the batch size, so
   // sample_across_ranks draws fixed chunks [0, 8), [8, 16), ... on any rank count.
   torch::manual_seed(0);
-  UNetOptions unet_options;
-  unet_options.image_size = 8;
-  unet_options.channels = 32;
-  unet_options.channel_mult = {1, 2};
-  unet_options.num_res_blocks = 1;
-  unet_options.attention_resolutions = {4};
-  unet_options.dropout = 0.0;
-  UNet model(unet_options);
-  {
-    torch::NoGradGuard no_grad;
-    // DDPM's initialisation zeroes the output conv: make the prediction non-trivial.
-    for (auto& p : model->parameters()) p.normal_(0.0, 0.05);
-  }
+  UNet model(test_util::small_unet_options(8));
+  test_util::randomise_parameters(model, 0.05);
   model->eval();
   const EpsPredictor predictor = [&model](const torch::Tensor& x, const torch::Tensor& t) {
     return model->forward(x, t);

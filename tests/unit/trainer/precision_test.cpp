@@ -6,22 +6,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "tests/unit/trainer/test_util.h"
 #include "trainer/model/unet.h"
 
 namespace difftrain::trainer {
 namespace {
-
-UNetOptions small_unet() {
-  UNetOptions options;
-  options.in_channels = 1;
-  options.image_size = 16;
-  options.channels = 32;
-  options.channel_mult = {1, 2};
-  options.num_res_blocks = 1;
-  options.attention_resolutions = {8};
-  options.dropout = 0.0;
-  return options;
-}
 
 TEST(PrecisionTest, ParsesNamesAndRejectsOthers) {
   EXPECT_EQ(parse_precision("fp32"), Precision::kFp32);
@@ -58,11 +47,8 @@ TEST(PrecisionTest, Bf16ScopeCastsMatmulsAndRestoresState) {
 // The training step's recipe: forward under the scope, loss in fp32, backward outside.
 TEST(PrecisionTest, Bf16ForwardKeepsFp32WeightsAndGradientsAndTracksFp32) {
   torch::manual_seed(3);
-  UNet model(small_unet());
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) p.copy_(torch::randn_like(p) * 0.05);
-  }
+  UNet model(test_util::small_unet_options(16));
+  test_util::randomise_parameters(model, 0.05);
   const torch::Tensor x = torch::randn({4, 1, 16, 16});
   const torch::Tensor t = torch::tensor({0, 10, 500, 999}, torch::kLong);
   const torch::Tensor target = torch::randn({4, 1, 16, 16});

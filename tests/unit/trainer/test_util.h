@@ -1,9 +1,14 @@
 // Helpers shared by the trainer unit tests.
 #pragma once
 
+#include <torch/torch.h>
+
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <string>
+
+#include "trainer/model/unet.h"
 
 namespace difftrain::trainer::test_util {
 
@@ -16,6 +21,27 @@ inline std::string error_of(const std::function<void()>& action) {
     return error.what();
   }
   return "<no exception>";
+}
+
+// A small U-Net for tests: two levels of 32 and 64 channels, one residual block each, attention
+// at the lower level (image_size / 2), no dropout.
+inline UNetOptions small_unet_options(int64_t image_size, int64_t in_channels = 1) {
+  UNetOptions options;
+  options.in_channels = in_channels;
+  options.image_size = image_size;
+  options.channels = 32;
+  options.channel_mult = {1, 2};
+  options.num_res_blocks = 1;
+  options.attention_resolutions = {image_size / 2};
+  options.dropout = 0.0;
+  return options;
+}
+
+// Every parameter from N(0, std^2): DDPM zero-initialises the output convolution, so a fresh
+// model predicts 0 everywhere.
+inline void randomise_parameters(UNet& model, double std) {
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : model->parameters()) parameter.normal_(0.0, std);
 }
 
 }  // namespace difftrain::trainer::test_util

@@ -115,15 +115,7 @@ TEST(UNetTest, MatchesTheReferencePortOnDeterministicWeights) {
   // Golden values from the pytorch_diffusion architecture (Python torch 1.13, float32) with
   // parameter p of name n set to 0.05 sin(0.37 i + (byte sum of n) % 101), i the flat index,
   // x = sin(0.1 i) of shape [2, 3, 16, 16], t = {3, 640}.
-  UNetOptions options;
-  options.in_channels = 3;
-  options.image_size = 16;
-  options.channels = 32;
-  options.channel_mult = {1, 2};
-  options.num_res_blocks = 1;
-  options.attention_resolutions = {8};
-  options.dropout = 0.0;
-  UNet model(options);
+  UNet model(test_util::small_unet_options(16, 3));
   model->eval();
   {
     torch::NoGradGuard no_grad;
