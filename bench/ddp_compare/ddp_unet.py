@@ -215,7 +215,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
-    parser.add_argument("--bucket-mb", type=float, default=25.0)
+    parser.add_argument("--bucket-mb", type=float, default=None,
+                        help="DDP bucket size (default: the config's dist.bucket_mb, else 25)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
@@ -247,10 +248,16 @@ def main():
         assert count == KNOWN_PARAMETER_COUNTS[preset], \
             f"{preset}: {count} parameters, difftrain's U-Net has {KNOWN_PARAMETER_COUNTS[preset]}"
     train = config.get("train", {})
-    ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb,
+    # The same bucket size as difftrain's GradientReducer (both put ~1 MB in the first bucket).
+    bucket_mb = args.bucket_mb or config.get("dist", {}).get("bucket_mb", 25.0)
+    ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_mb,
                                               gradient_as_bucket_view=True)
+    # AdamW with the train.* keys and the defaults of trainer/config.h.
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.get("lr", 2e-4),
-                                  betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+                                  betas=(train.get("adam_beta1", 0.9),
+                                         train.get("adam_beta2", 0.999)),
+                                  eps=train.get("adam_eps", 1e-8),
+                                  weight_decay=train.get("weight_decay", 0.0))
     ema = [p.detach().clone() for p in model.parameters()]
     abar = linear_alphas_cumprod(config).to(device)
     steps_total = abar.numel()

@@ -4,8 +4,8 @@
 // share of each step spent waiting for gradients after backward (communication not hidden), for
 // steps with buckets launched during backward and, interleaved with them, after it.
 //
-//   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml --batch 8 \
-//       [--overlap alternate|on|off] [--steps 20] [--threads 1]
+//   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml
+//       --batch 8 [--overlap alternate|on|off] [--steps 20] [--threads 1]
 #include <mpi.h>
 #include <torch/torch.h>
 

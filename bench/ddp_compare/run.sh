@@ -4,7 +4,8 @@
 # --device cuda). Each difftrain run interleaves steps with buckets launched during backward
 # (overlap) and after it. Prints the median images/s of each, the ratios and difftrain's wait
 # share (time in reduce() after backward: communication not hidden, plus waiting for slower
-# ranks). Each mode gets --steps timed steps (difftrain runs 2 x --steps, alternating).
+# ranks), and the median of each repeat's own difftrain/DDP ratio (robust to load that changes
+# between repeats). Each mode gets --steps timed steps (difftrain runs 2 x --steps, alternating).
 #
 # usage: bench/ddp_compare/run.sh [--ranks 2] [--threads 1] [--config configs/fmnist-tiny.yaml]
 #                                 [--batch 8] [--steps 20] [--warmup 3] [--repeats 3]
@@ -48,13 +49,16 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun --oversubscribe --bind-to none -np "$ranks" -x OMP_NUM_THREADS="$threads")
 common=(--config "$config" --batch "$batch" --warmup "$warmup" --threads "$threads" --device "$device")
 
-# images/s from a driver's result line.
+# images/s and the parameter count from a driver's result line.
 rate() { sed -nE 's/.* ([0-9.]+) img\/s.*/\1/p' <<<"$1" | tail -1; }
+parameters() { sed -nE 's/^[a-z-]+: [^,]*, ([0-9]+) parameters,.*/\1/p' <<<"$1" | head -1; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname): $(nproc) CPUs, $ranks ranks x $threads threads, $config, batch $batch/rank, $steps steps x $repeats repeats"
-overlap_rates=() plain_rates=() ddp_rates=() wait_shares=()
+overlap_rates=() plain_rates=() ddp_rates=() wait_shares=() ratios=()
 for ((r = 1; r <= repeats; ++r)); do
+  echo "-- repeat $r/$repeats, load average $(load)"
   # One difftrain run alternates steps with and without overlap (same load for both).
   out=$("${mpirun[@]}" "$driver" "${common[@]}" --steps $((2 * steps)) --overlap alternate |
           grep '^difftrain:')
@@ -68,7 +72,17 @@ for ((r = 1; r <= repeats; ++r)); do
            "${common[@]}" --steps "$steps" 2>&1 | grep '^pytorch-ddp:')
   echo "$line"
   ddp_rates+=("$(rate "$line")")
+  # Each repeat's own ratio: its two runs are seconds apart, so they saw much the same load.
+  ratios+=("$(awk -v a="${overlap_rates[-1]}" -v b="${ddp_rates[-1]}" 'BEGIN { print a / b }')")
+  echo "-- repeat $r: difftrain (overlap) / DDP = ${ratios[-1]}"
+  # The same model on both sides, or the comparison means nothing.
+  if [[ -z $(parameters "$on") || $(parameters "$on") != "$(parameters "$line")" ]]; then
+    echo "run.sh: difftrain has $(parameters "$on") parameters, the PyTorch model" \
+         "$(parameters "$line"): not the same U-Net" >&2
+    exit 1
+  fi
 done
+echo "-- done, load average $(load)"
 
 overlap=$(printf '%s\n' "${overlap_rates[@]}" | median)
 plain=$(printf '%s\n' "${plain_rates[@]}" | median)
@@ -78,5 +92,6 @@ echo "== medians over $repeats runs"
 printf 'difftrain (overlap)     %8.1f img/s   wait %s%% of step\n' "$overlap" "$wait_share"
 printf 'difftrain (no overlap)  %8.1f img/s\n' "$plain"
 printf 'pytorch DDP             %8.1f img/s\n' "$ddp"
-awk -v a="$overlap" -v b="$ddp" -v c="$plain" 'BEGIN {
-  printf "difftrain / DDP = %.2fx; overlap / no overlap = %.2fx\n", a / b, a / c }'
+awk -v a="$overlap" -v b="$ddp" -v c="$plain" -v r="$(printf '%s\n' "${ratios[@]}" | median)" 'BEGIN {
+  printf "difftrain / DDP = %.2fx (median of per-repeat ratios: %.2fx); overlap / no overlap" \
+         " = %.2fx\n", a / b, r, a / c }'

@@ -1,12 +1,14 @@
 // A miniature data-parallel job for the fault tests: a few steps of forward, backward (with
 // GradientReducer launching buckets during backward) and a control barrier, over MPI
 // communicators with a short deadline. One rank can be told to skip a step's gradient
-// reduction or to die by SIGKILL. Failures end the job as `difftrain train` does: one line
-// "[rank r/N] error: ..." on stderr, then MPI_Abort so that no rank waits forever.
+// reduction or to die by SIGKILL; it first prints the wall-clock time of the fault, from which
+// fault_test.sh measures how long the job took to end. Failures end the job as `difftrain train`
+// does: one line "[rank r/N] error: ..." on stderr, then MPI_Abort so that no rank waits forever.
 //
 // usage: fault_job --fault none|skip|kill --victim R --at-step S --timeout-s T [--steps N]
 #include <torch/torch.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -20,11 +22,16 @@
 
 namespace {
 
+// Seconds since the Unix epoch: comparable with `date +%s.%N` in the test script (same host).
+double unix_time_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 struct Options {
   std::string fault = "none";
   int victim = 1;
   int at_step = 2;
-  double timeout_s = 3.0;
+  double timeout_s = 10.0;
   int steps = 5;
 };
 
@@ -67,7 +74,8 @@ void run(const Options& options, const difftrain::launch::Runtime& runtime) {
   const bool victim = runtime.rank() == options.victim;
   for (int step = 0; step < options.steps; ++step) {
     if (victim && step == options.at_step && options.fault == "kill") {
-      std::fprintf(stderr, "%s fault_job: SIGKILL at step %d\n", runtime.tag().c_str(), step);
+      std::fprintf(stderr, "%s fault_job: SIGKILL at step %d at t=%.3f s\n", runtime.tag().c_str(),
+                   step, unix_time_s());
       std::raise(SIGKILL);
     }
     reducer.zero_grad();
@@ -77,8 +85,9 @@ void run(const Options& options, const difftrain::launch::Runtime& runtime) {
     reducer.prepare_for_backward(/*sync=*/!skip);
     model->forward(torch::randn({32, 64})).square().mean().backward();
     if (skip) {
-      std::fprintf(stderr, "%s fault_job: skipping the gradient all-reduce of step %d\n",
-                   runtime.tag().c_str(), step);
+      std::fprintf(stderr,
+                   "%s fault_job: skipping the gradient all-reduce of step %d at t=%.3f s\n",
+                   runtime.tag().c_str(), step, unix_time_s());
     } else {
       reducer.reduce();
     }

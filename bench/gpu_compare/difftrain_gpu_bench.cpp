@@ -1,0 +1,174 @@
+// difftrain's side of the single-GPU comparison (bench/gpu_compare/run.sh): the trainer's U-Net
+// for a config, one process, the trainer's step (q_sample, forward under AutocastScope, eps-MSE
+// in fp32, backward, grad-norm clip, AdamW, EMA) on random images; then DDIM sampling through
+// trainer::sample. Prints training images/s, peak device memory of training and sampling
+// images/s, as a line and as "RESULT {json}" (the same keys as unet_bench.py).
+//
+//   gpu_compare_difftrain --config configs/ddpm-cifar10.yaml [--device cuda] [--batch 128]
+//       [--steps 50] [--warmup 10] [--precision bf16] [--sample-steps 50] [--sample-batch 128]
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "bench/gpu_compare/peak_memory.h"
+#include "trainer/config.h"
+#include "trainer/diffusion/objective.h"
+#include "trainer/diffusion/sampler.h"
+#include "trainer/ema.h"
+#include "trainer/model_builder.h"
+#include "trainer/precision.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string config;
+  std::string device = "cuda";
+  int64_t batch = 128;
+  int steps = 50;
+  int warmup = 10;
+  std::string precision = "bf16";
+  int64_t sample_steps = 50;
+  int64_t sample_batch = 128;
+  int sample_repeats = 2;
+  int threads = 0;
+};
+
+double seconds_since(Clock::time_point from) {
+  return std::chrono::duration<double>(Clock::now() - from).count();
+}
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+}
+
+void run(const Args& args) {
+  namespace trainer = difftrain::trainer;
+  namespace bench = difftrain::bench;
+  const trainer::Config cfg = trainer::load_config(args.config);
+  const std::string preset = std::filesystem::path(args.config).stem().string();
+  if (args.threads > 0) torch::set_num_threads(args.threads);
+  const c10::Device device(args.device);
+  const trainer::Precision precision = trainer::parse_precision(args.precision);
+  trainer::configure_device_math(device.type());
+
+  torch::manual_seed(0);
+  trainer::UNet model(trainer::unet_options(cfg));
+  model->to(device);
+  const int64_t parameters = trainer::parameter_count(*model);
+  const trainer::NoiseSchedule schedule = trainer::noise_schedule(cfg);
+  torch::optim::AdamW optimizer(model->parameters(),
+                                torch::optim::AdamWOptions(cfg.train.lr)
+                                    .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
+                                    .eps(cfg.train.adam_eps)
+                                    .weight_decay(cfg.train.weight_decay));
+  trainer::Ema ema(*model, cfg.ema.decay);
+  const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
+  const std::vector<int64_t> shape = {args.batch, channels, size, size};
+
+  // Training: the trainer's step on one device.
+  auto step = [&] {
+    const at::Tensor x0 = torch::randint(0, 256, shape, torch::kByte)
+                              .to(device)
+                              .to(torch::kFloat)
+                              .div_(127.5)
+                              .sub_(1.0);
+    const at::Tensor t = torch::randint(0, schedule.timesteps(), {args.batch},
+                                        torch::TensorOptions().dtype(torch::kLong).device(device));
+    const at::Tensor eps = torch::randn(shape, torch::TensorOptions().device(device));
+    optimizer.zero_grad();
+    at::Tensor eps_hat;
+    {
+      trainer::AutocastScope autocast(precision, device.type());  // forward only
+      eps_hat = model->forward(schedule.q_sample(x0, t, eps), t);
+    }
+    trainer::eps_mse_loss(eps_hat, eps).backward();
+    if (cfg.train.grad_clip > 0) {
+      torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.train.grad_clip);
+    }
+    optimizer.step();
+    ema.update(*model);
+  };
+  model->train();
+  bench::reset_peak_memory(device);
+  for (int i = 0; i < args.warmup; ++i) step();
+  synchronize(device);
+  auto start = Clock::now();
+  for (int i = 0; i < args.steps; ++i) step();
+  synchronize(device);
+  const double train_images_per_s =
+      static_cast<double>(args.steps * args.batch) / seconds_since(start);
+  const std::optional<int64_t> peak_bytes = bench::peak_memory_bytes(device);
+
+  // Sampling: DDIM (eta 0, x0 clipped) through the sampler the `sample` command uses.
+  trainer::SamplerOptions sampler;
+  sampler.kind = trainer::SamplerKind::kDdim;
+  sampler.steps = args.sample_steps;
+  model->eval();
+  const trainer::EpsPredictor predictor = [&](const at::Tensor& x_t, const at::Tensor& t) {
+    trainer::AutocastScope autocast(precision, device.type());
+    return model->forward(x_t, t);
+  };
+  const std::vector<int64_t> sample_shape = {args.sample_batch, channels, size, size};
+  trainer::sample(predictor, schedule, sample_shape, sampler, /*seed=*/1, 0, device);  // warm-up
+  synchronize(device);
+  start = Clock::now();
+  for (int i = 0; i < args.sample_repeats; ++i) {
+    trainer::sample(predictor, schedule, sample_shape, sampler, /*seed=*/1,
+                    static_cast<int64_t>(i) * args.sample_batch, device);
+  }
+  synchronize(device);
+  const double sample_images_per_s =
+      static_cast<double>(args.sample_repeats * args.sample_batch) / seconds_since(start);
+
+  const double peak_mib = peak_bytes ? static_cast<double>(*peak_bytes) / (1 << 20) : 0.0;
+  const std::string peak_text = peak_bytes ? std::to_string(std::lround(peak_mib)) + " MiB" : "n/a";
+  const std::string peak_json = peak_bytes ? std::to_string(peak_mib) : "null";
+  std::printf(
+      "difftrain-eager: %s, %lld parameters, batch %lld, %s: train %.1f img/s, peak memory %s; "
+      "DDIM-%lld batch %lld: %.2f img/s\n",
+      preset.c_str(), static_cast<long long>(parameters), static_cast<long long>(args.batch),
+      args.precision.c_str(), train_images_per_s, peak_text.c_str(),
+      static_cast<long long>(args.sample_steps), static_cast<long long>(args.sample_batch),
+      sample_images_per_s);
+  std::printf(
+      "RESULT {\"side\": \"difftrain-eager\", \"config\": \"%s\", \"parameters\": %lld, "
+      "\"batch\": %lld, \"precision\": \"%s\", \"device\": \"%s\", \"train_images_per_s\": %.3f, "
+      "\"peak_memory_mib\": %s, \"sample_steps\": %lld, \"sample_images_per_s\": %.4f}\n",
+      preset.c_str(), static_cast<long long>(parameters), static_cast<long long>(args.batch),
+      args.precision.c_str(), args.device.c_str(), train_images_per_s, peak_json.c_str(),
+      static_cast<long long>(args.sample_steps), sample_images_per_s);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  CLI::App app("difftrain's side of the single-GPU comparison (bench/gpu_compare/run.sh)");
+  app.add_option("--config", args.config, "difftrain YAML config")->required();
+  app.add_option("--device", args.device, "cuda, cuda:N or cpu");
+  app.add_option("--batch", args.batch, "training images per step");
+  app.add_option("--steps", args.steps, "timed training steps");
+  app.add_option("--warmup", args.warmup, "untimed training steps first");
+  app.add_option("--precision", args.precision, "bf16 (autocast, fp32 weights) or fp32")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
+  app.add_option("--sample-steps", args.sample_steps, "DDIM steps");
+  app.add_option("--sample-batch", args.sample_batch, "images per sampling batch");
+  app.add_option("--sample-repeats", args.sample_repeats, "timed sampling batches");
+  app.add_option("--threads", args.threads, "CPU intra-op threads (0: LibTorch's default)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    run(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_compare_difftrain: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
