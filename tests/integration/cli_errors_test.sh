@@ -49,6 +49,10 @@ expect_error "unknown config key" "unknown key 'train.learning_rate'" -- \
 expect_error "negative learning rate" "train.lr" -- \
   "$BIN" train --config /dev/null --run-dir run-neg --set train.lr=-0.5
 if [ -e run-unknown ] || [ -e run-neg ]; then fail "a rejected config created a run directory"; fi
+if ! "$PY" -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null; then
+  expect_error "NCCL backend without a GPU" "dist.backend = 'nccl': rank 0 has no CUDA device" -- \
+    "$BIN" train --config /dev/null --run-dir run-nccl --backend nccl --set data.dir=good
+fi
 
 head -c 3000 /dev/urandom >bad.ckpt
 expect_error "corrupt checkpoint" "bad.ckpt" -- "$BIN" sample --checkpoint bad.ckpt --out x.png

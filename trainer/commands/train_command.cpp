@@ -47,7 +47,7 @@ std::string resolve_run_dir(const std::string& run_dir, const std::string& confi
 
 void add_train_command(CLI::App& app) {
   struct Args {
-    std::string config, run_dir, resume = "auto";
+    std::string config, run_dir, resume = "auto", backend;
     std::vector<std::string> overrides;
   };
   auto args = std::make_shared<Args>();
@@ -61,8 +61,13 @@ void add_train_command(CLI::App& app) {
                   "Run directory (default runs/<config name>); an existing one is resumed");
   cmd->add_option("--resume", args->resume,
                   "auto (newest checkpoint in the run dir), never, or a checkpoint file");
+  cmd->add_option("--backend", args->backend,
+                  "Gradient all-reduce: auto (NCCL on GPUs, else MPI), nccl or mpi; the same as "
+                  "--set dist.backend=...")
+      ->check(CLI::IsMember({"auto", "nccl", "mpi"}));
   cmd->callback([args] {
     // Options first, so a typo fails before MPI starts.
+    if (!args->backend.empty()) args->overrides.push_back("dist.backend=" + args->backend);
     const std::string run_dir = resolve_run_dir(args->run_dir, args->config);
     std::string config_path = args->config;
     if (config_path.empty() && std::filesystem::exists(run_dir + "/config.yaml")) {
