@@ -25,8 +25,8 @@ echo "== training configs/fmnist-demo.yaml on 2 ranks (progress every 10 s)"
 launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
   "${steps_args[@]}"
 
-echo "== sampling: DDIM 50 steps from the EMA weights, with the x_T -> x_0 progression"
-"$bin" sample --run-dir "$run" --sampler ddim --steps 50 --n 64 --seed 1 \
+echo "== sampling on 2 ranks: DDIM 50 steps from the EMA weights, with the x_T -> x_0 progression"
+launch/mpirun-local.sh -n 2 "$bin" sample --run-dir "$run" --sampler ddim --steps 50 --n 64 --seed 1 \
   --out "$run/samples/demo-grid.png" --progression "$run/samples/demo-progression.png"
 
 final_grid=$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)
