@@ -208,6 +208,15 @@ def linear_alphas_cumprod(config):
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
+@torch.no_grad()
+def ema_update(ema, model, n, config):
+    """difftrain's EMA: decay min(ema.decay, (1 + n') / (10 + n')) for update n' = n + 1."""
+    d = min(config.get("ema", {}).get("decay", 0.9999), (2.0 + n) / (11.0 + n))
+    params = [p.detach() for p in model.parameters()]
+    torch._foreach_mul_(ema, d)
+    torch._foreach_add_(ema, params, alpha=1.0 - d)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="difftrain YAML config (model.* keys)")
@@ -282,11 +291,7 @@ def main():
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        with torch.no_grad():
-            d = min(config.get("ema", {}).get("decay", 0.9999), (2.0 + n) / (11.0 + n))
-            params = [p.detach() for p in model.parameters()]
-            torch._foreach_mul_(ema, d)
-            torch._foreach_add_(ema, params, alpha=1.0 - d)
+        ema_update(ema, model, n, config)
         timings["rest"] += time.perf_counter() - backward_end
         return loss
 

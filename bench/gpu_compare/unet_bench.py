@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ddp_compare"))
-from ddp_unet import AttnBlock, UNet, linear_alphas_cumprod  # noqa: E402  (the one definition)
+from ddp_unet import AttnBlock, UNet, ema_update, linear_alphas_cumprod  # noqa: E402  (the one definition)
 
 
 def build_model(config):
@@ -114,11 +114,7 @@ def train_rate(model, forward, config, args, device):
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        with torch.no_grad():
-            d = min(config.get("ema", {}).get("decay", 0.9999), (2.0 + n) / (11.0 + n))
-            params = [p.detach() for p in model.parameters()]
-            torch._foreach_mul_(ema, d)
-            torch._foreach_add_(ema, params, alpha=1.0 - d)
+        ema_update(ema, model, n, config)
 
     model.train()
     reset_peak_memory(device)
