@@ -158,14 +158,28 @@ void Dataset::read_rows(const Shard& shard, const std::vector<int64_t>& rows, ui
   }
 }
 
+namespace {
+
+void check_index(const std::string& dir, int64_t index, int64_t size) {
+  if (index < 0 || index >= size) {
+    throw DataError(dir + ": sample index " + std::to_string(index) + " outside [0, " +
+                    std::to_string(size) + ")");
+  }
+}
+
+}  // namespace
+
+int64_t Dataset::label(int64_t index) const {
+  check_index(dir_, index, size());
+  const auto it = std::upper_bound(shards_.begin(), shards_.end(), index,
+                                   [](int64_t i, const Shard& s) { return i < s.begin; });
+  const Shard& shard = *(it - 1);
+  return shard.labels.empty() ? 0 : shard.labels[static_cast<size_t>(index - shard.begin)];
+}
+
 void Dataset::read(const std::vector<int64_t>& indices, uint8_t* images, int64_t* labels) const {
   const int64_t size = this->size();
-  for (int64_t index : indices) {
-    if (index < 0 || index >= size) {
-      throw DataError(dir_ + ": sample index " + std::to_string(index) + " outside [0, " +
-                      std::to_string(size) + ")");
-    }
-  }
+  for (int64_t index : indices) check_index(dir_, index, size);
   const int64_t sample_bytes = manifest_.shape.bytes();
 
   // Group positions by shard as (local row, position in the request).

@@ -34,6 +34,10 @@ class Dataset {
   // library's HDF5 lock.
   void read(const std::vector<int64_t>& indices, uint8_t* images, int64_t* labels) const;
 
+  // The label of sample `index` from the labels held in memory (no HDF5 read); 0 when the
+  // dataset is unlabelled. DataError for an index out of range. Thread-safe.
+  int64_t label(int64_t index) const;
+
   // Re-reads every shard, recomputes the SHA-256 of its image bytes and compares it with
   // index.json. Returns one line per problem, each naming the shard file; empty means the
   // images are intact (labels are range-checked when the dataset is opened). Thread-safe.

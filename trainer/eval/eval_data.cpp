@@ -12,8 +12,6 @@
 namespace difftrain::trainer {
 namespace {
 
-constexpr int64_t kLabelBlock = 4096;
-
 std::string file_sha256(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw data::DataError(path + ": cannot open");
@@ -94,13 +92,7 @@ LabelledImages EvalData::read_all_test() const {
 std::vector<int64_t> EvalData::train_labels() const {
   std::vector<int64_t> labels;
   labels.reserve(train_indices_.size());
-  for (int64_t begin = 0; begin < train_size(); begin += kLabelBlock) {
-    const int64_t end = std::min(train_size(), begin + kLabelBlock);
-    const std::vector<int64_t> block(train_indices_.begin() + begin, train_indices_.begin() + end);
-    const LabelledImages images = read(*data_, block);
-    const int64_t* values = images.labels.data_ptr<int64_t>();
-    labels.insert(labels.end(), values, values + images.size());
-  }
+  for (const int64_t index : train_indices_) labels.push_back(data_->label(index));
   return labels;
 }
 

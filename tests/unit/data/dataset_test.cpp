@@ -63,6 +63,9 @@ TEST(DatasetTest, ReadsRandomDuplicateUnsortedIndicesAcrossShards) {
     EXPECT_EQ(labels[p], id % 7) << "position " << p;
   }
 
+  // label() answers from memory, across shard boundaries.
+  for (int64_t id = 0; id < 50; ++id) EXPECT_EQ(dataset.label(id), id % 7) << "id " << id;
+
   // Labels are optional.
   std::vector<uint8_t> one(kShape.bytes());
   dataset.read({17}, one.data(), nullptr);
@@ -78,6 +81,7 @@ TEST(DatasetTest, UnlabelledDatasetReadsZeroLabels) {
   std::vector<int64_t> labels(3, -1);
   dataset.read({5, 0, 3}, pixels.data(), labels.data());
   EXPECT_EQ(labels, (std::vector<int64_t>{0, 0, 0}));
+  EXPECT_EQ(dataset.label(5), 0);
 }
 
 TEST(DatasetTest, RejectsIndexOutOfRange) {
@@ -87,6 +91,7 @@ TEST(DatasetTest, RejectsIndexOutOfRange) {
   std::vector<uint8_t> pixels(kShape.bytes());
   expect_data_error([&] { dataset.read({6}, pixels.data(), nullptr); }, {"6", "[0, 6)"});
   expect_data_error([&] { dataset.read({-1}, pixels.data(), nullptr); }, {"-1"});
+  expect_data_error([&] { dataset.label(6); }, {"6", "[0, 6)"});
 }
 
 TEST(DatasetTest, MissingShardFileNamesTheShard) {
