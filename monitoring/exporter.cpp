@@ -174,7 +174,8 @@ void Exporter::answer(int connection) const {
                                     std::string(e.what()) + "\n", !head));
       return;
     }
-    send_all(connection, response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body, !head));
+    send_all(connection,
+             response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body, !head));
   }
 }
 

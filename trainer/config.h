@@ -89,9 +89,9 @@ struct Config {
 
 // One documented config key.
 struct ConfigKey {
-  std::string name;     // dotted, e.g. "train.lr"
-  std::string type;     // "int", "float", "string", "int list"
-  std::string doc;      // one line for the README table
+  std::string name;                                     // dotted, e.g. "train.lr"
+  std::string type;                                     // "int", "float", "string", "int list"
+  std::string doc;                                      // one line for the README table
   std::function<void(Config&, const YAML::Node&)> set;  // throws with the bad value
   std::function<std::string(const Config&)> get;        // value as YAML text
   std::function<std::string(const Config&)> check;      // "" when valid, else why not

@@ -21,8 +21,9 @@ StepNoise draw_step_noise(uint64_t seed, int64_t step, int64_t first_position, i
   auto* t = noise.timesteps.data_ptr<int64_t>();
   auto* drop = noise.drop_label.data_ptr<bool>();
   for (int64_t i = 0; i < batch; ++i) {
-    at::Generator generator = at::detail::createCPUGenerator(derive_seed(
-        seed, kNoisePurpose, static_cast<uint64_t>(step), static_cast<uint64_t>(first_position + i)));
+    at::Generator generator =
+        at::detail::createCPUGenerator(derive_seed(seed, kNoisePurpose, static_cast<uint64_t>(step),
+                                                   static_cast<uint64_t>(first_position + i)));
     t[i] = at::randint(timesteps, {1}, generator, at::kLong).item<int64_t>();
     noise.eps[i].normal_(0.0, 1.0, generator);
     drop[i] =

@@ -78,8 +78,11 @@ double learning_rate_at(const Config& config, int64_t step) {
 
 Trainer::Trainer(Config config, TrainerOptions options, launch::Communicator& gradients,
                  launch::Communicator& control, const c10::Device& device)
-    : config_(std::move(config)), options_(std::move(options)), gradients_(gradients),
-      control_(control), device_(device) {}
+    : config_(std::move(config)),
+      options_(std::move(options)),
+      gradients_(gradients),
+      control_(control),
+      device_(device) {}
 
 TrainResult Trainer::run() {
   const Config& cfg = config_;
@@ -87,7 +90,7 @@ TrainResult Trainer::run() {
   const int world = control_.world_size();
   const int64_t batch = cfg.train.batch_size;
   const int64_t accum = cfg.train.grad_accum_steps;
-  const int64_t micro_global_batch = batch * world;  // images per micro-step over all ranks
+  const int64_t micro_global_batch = batch * world;         // images per micro-step over all ranks
   const int64_t global_batch = micro_global_batch * accum;  // images per optimizer step
   const auto seed = static_cast<uint64_t>(cfg.train.seed);
   const double time_limit_s = parse_time_limit_s(cfg.train.time_limit);
@@ -123,11 +126,10 @@ TrainResult Trainer::run() {
   const NoiseSchedule schedule = noise_schedule(cfg);
   const Prediction prediction = parse_prediction(cfg.model.prediction);
   auto parameters = model->parameters();
-  torch::optim::AdamW optimizer(
-      parameters, torch::optim::AdamWOptions(cfg.train.lr)
-                      .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
-                      .eps(cfg.train.adam_eps)
-                      .weight_decay(cfg.train.weight_decay));
+  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(cfg.train.lr)
+                                                .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
+                                                .eps(cfg.train.adam_eps)
+                                                .weight_decay(cfg.train.weight_decay));
   launch::GradientReducer reducer(gradients_, parameters,
                                   static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
   Ema ema(*model, cfg.ema.decay);
@@ -175,10 +177,11 @@ TrainResult Trainer::run() {
   RunMonitor monitor(cfg, options_.run_dir, control_,
                      {options_.local_rank, options_.hostname, device_, gradients_.backend()});
 
-  spdlog::info("{} parameters, {} images in {}, global batch {} ({} per rank x {} ranks x {} "
-               "micro-steps), {} steps per epoch, device {}, {} threads",
-               parameter_count(*model), dataset.size(), cfg.data.dir, global_batch, batch, world,
-               accum, sampler.steps_per_epoch() / accum, device_.str(), at::get_num_threads());
+  spdlog::info(
+      "{} parameters, {} images in {}, global batch {} ({} per rank x {} ranks x {} "
+      "micro-steps), {} steps per epoch, device {}, {} threads",
+      parameter_count(*model), dataset.size(), cfg.data.dir, global_batch, batch, world, accum,
+      sampler.steps_per_epoch() / accum, device_.str(), at::get_num_threads());
 
   TrainResult result;
   result.first_step = start_step;
@@ -197,7 +200,8 @@ TrainResult Trainer::run() {
       info.global_batch = global_batch;
       info.config_yaml = to_yaml(cfg);
       info.versions = version_string();
-      result.checkpoint_path = store.commit(step, encode_checkpoint(info, *model, &ema, &optimizer));
+      result.checkpoint_path =
+          store.commit(step, encode_checkpoint(info, *model, &ema, &optimizer));
       const double checkpoint_s = seconds_since(start);
       spdlog::info("checkpoint {} written in {:.2f} s", result.checkpoint_path, checkpoint_s);
       monitor.record_checkpoint(checkpoint_s);
@@ -227,8 +231,8 @@ TrainResult Trainer::run() {
               return sampler_model->forward(x, tt);
             },
             schedule, prediction),
-        schedule, cfg.sample.n, {shape.channels, shape.height, shape.width},
-        sampler_options(cfg), static_cast<uint64_t>(cfg.sample.seed), device_, &control_);
+        schedule, cfg.sample.n, {shape.channels, shape.height, shape.width}, sampler_options(cfg),
+        static_cast<uint64_t>(cfg.sample.seed), device_, &control_);
     if (rank != 0) return "";
     char name[64];
     std::snprintf(name, sizeof(name), "/samples/step-%09lld.png", static_cast<long long>(step));
@@ -245,7 +249,8 @@ TrainResult Trainer::run() {
   const std::vector<int64_t> sample_shape = {shape.channels, shape.height, shape.width};
 
   // Interval statistics, reset at each progress line.
-  at::Tensor interval_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  at::Tensor interval_loss =
+      torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
   int64_t interval_steps = 0, interval_good_steps = 0, bad_in_a_row = 0;
   double t_data = 0, t_forward_backward = 0, t_reduce = 0, t_optimizer = 0;
   auto interval_start = Clock::now();
@@ -255,14 +260,15 @@ TrainResult Trainer::run() {
     StepRecord record;  // this step's metrics: phase times, per-sample losses and timesteps
     std::vector<at::Tensor> sample_losses, sample_timesteps;
     reducer.zero_grad();
-    at::Tensor step_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
+    at::Tensor step_loss =
+        torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
     for (int64_t micro = 0; micro < accum; ++micro) {
       // Fetch this rank's slice of the micro-step's global batch, and its noise.
       auto phase = Clock::now();
       data::Batch host_batch = prefetcher.next();
-      at::Tensor x0 = torch::from_blob(host_batch.images.data(),
-                                       {batch, shape.channels, shape.height, shape.width},
-                                       torch::kByte);
+      at::Tensor x0 =
+          torch::from_blob(host_batch.images.data(),
+                           {batch, shape.channels, shape.height, shape.width}, torch::kByte);
       if (device_.is_cuda()) {
         // Staged through pinned memory so the copy runs asynchronously to the compute stream.
         x0 = x0.pin_memory().to(device_, /*non_blocking=*/true);
@@ -312,13 +318,14 @@ TrainResult Trainer::run() {
     // since every rank holds the same averaged gradient).
     phase = Clock::now();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        parameters, cfg.train.grad_clip > 0 ? cfg.train.grad_clip
-                                            : std::numeric_limits<double>::infinity());
+        parameters,
+        cfg.train.grad_clip > 0 ? cfg.train.grad_clip : std::numeric_limits<double>::infinity());
     if (!std::isfinite(grad_norm)) {
       ++result.skipped_steps;
       ++bad_in_a_row;
-      spdlog::warn("step {}: non-finite gradient norm ({}), local loss {}; update skipped ({} in a row)",
-                   step + 1, grad_norm, step_loss.item<double>(), bad_in_a_row);
+      spdlog::warn(
+          "step {}: non-finite gradient norm ({}), local loss {}; update skipped ({} in a row)",
+          step + 1, grad_norm, step_loss.item<double>(), bad_in_a_row);
       if (bad_in_a_row >= cfg.train.max_bad_steps) {
         throw std::runtime_error(
             "step " + std::to_string(step + 1) + ": " + std::to_string(bad_in_a_row) +
@@ -376,8 +383,8 @@ TrainResult Trainer::run() {
 
     if (f[kLog] > 0 || f[kStop] > 0) {
       // Progress line with the mean loss over all ranks since the last line.
-      at::Tensor sums = torch::tensor({interval_loss.item<double>(),
-                                       static_cast<double>(interval_good_steps)}, torch::kDouble);
+      at::Tensor sums = torch::tensor(
+          {interval_loss.item<double>(), static_cast<double>(interval_good_steps)}, torch::kDouble);
       control_.all_reduce_sum(sums);
       // NaN when every step of the interval was skipped as non-finite: there is no good loss.
       const double mean_loss = sums[1].item<double>() > 0
@@ -393,9 +400,8 @@ TrainResult Trainer::run() {
             "fwd+bwd {:.0f}, allreduce {:.0f}, opt {:.0f}) | lr {:.2e} | skipped {} | ETA {}",
             step + 1, cfg.train.steps,
             static_cast<double>((step + 1) * global_batch) / static_cast<double>(dataset.size()),
-            mean_loss, images_per_s, step_s * 1000,
-            t_data * ms, t_forward_backward * ms, t_reduce * ms, t_optimizer * ms,
-            learning_rate_at(cfg, step), result.skipped_steps,
+            mean_loss, images_per_s, step_s * 1000, t_data * ms, t_forward_backward * ms,
+            t_reduce * ms, t_optimizer * ms, learning_rate_at(cfg, step), result.skipped_steps,
             format_duration(step_s * static_cast<double>(cfg.train.steps - step - 1)));
       }
       monitor.record_interval(step + 1, mean_loss, images_per_s);
@@ -409,8 +415,9 @@ TrainResult Trainer::run() {
     // Stop on a signal or the time limit: checkpoint this step and leave.
     if (f[kStop] > 0) {
       const int signal = stop_signal_received();
-      result.stop_reason = signal != 0 ? signal_name(signal)
-                                       : (f[kStop] >= 2 ? "train.time_limit" : "a stop signal on another rank");
+      result.stop_reason =
+          signal != 0 ? signal_name(signal)
+                      : (f[kStop] >= 2 ? "train.time_limit" : "a stop signal on another rank");
       write_checkpoint(step + 1);
       spdlog::info("stopping at step {} ({}): checkpoint written; run the same command to resume",
                    step + 1, result.stop_reason);

@@ -1,7 +1,7 @@
 // `difftrain` command line: subcommand registration and the one-line error contract.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "launch/runtime.h"

@@ -2,9 +2,9 @@
 // distances of a dataset (--baselines), or evaluate a checkpoint: Fréchet distance of generated
 // to real test images in the classifier's feature space, the real-vs-real floor, and per-class
 // accuracy of class-conditional samples; JSON out, one `eval` record in metrics.jsonl.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -46,8 +46,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 double unix_now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string default_classifier_path(const std::string& data_dir) {
@@ -59,8 +58,10 @@ LoadedClassifier open_classifier(const std::string& given, const EvalData& data,
                                  const c10::Device& device) {
   const std::string path = given.empty() ? default_classifier_path(data.data_dir()) : given;
   if (!fs::exists(path)) {
-    throw std::runtime_error("classifier " + path + ": no such file (train one with `difftrain "
-                             "eval --train-classifier --data " + data.data_dir() + "`)");
+    throw std::runtime_error("classifier " + path +
+                             ": no such file (train one with `difftrain "
+                             "eval --train-classifier --data " +
+                             data.data_dir() + "`)");
   }
   LoadedClassifier loaded = load_classifier(path, device);
   const ClassifierInfo& info = loaded.info;
@@ -73,10 +74,10 @@ LoadedClassifier open_classifier(const std::string& given, const EvalData& data,
                              std::to_string(data.manifest().label_count) + " labels");
   }
   if (info.index_sha256 != data.index_sha256()) {
-    throw std::runtime_error("classifier " + path + ": trained on dataset " + info.dataset_dir +
-                             " (index.json sha256 " + info.index_sha256.substr(0, 12) +
-                             "), not --data " + data.data_dir() + " (" +
-                             data.index_sha256().substr(0, 12) + "); retrain with --train-classifier");
+    throw std::runtime_error(
+        "classifier " + path + ": trained on dataset " + info.dataset_dir + " (index.json sha256 " +
+        info.index_sha256.substr(0, 12) + "), not --data " + data.data_dir() + " (" +
+        data.index_sha256().substr(0, 12) + "); retrain with --train-classifier");
   }
   return loaded;
 }
@@ -115,8 +116,8 @@ void run_train_classifier(const EvalArgs& args, const c10::Device& device) {
   std::cout << "training the eval classifier on " << data.train_size() << " images of "
             << args.data_dir << ", testing on " << data.test_size() << " ("
             << data.test_description() << ")" << std::endl;
-  TrainedClassifier trained = train_classifier(
-      data, options, device, [](int64_t step, int64_t steps, double loss) {
+  TrainedClassifier trained =
+      train_classifier(data, options, device, [](int64_t step, int64_t steps, double loss) {
         std::cout << "  step " << step << "/" << steps << " loss " << fixed(loss, 4) << std::endl;
       });
   trained.info.versions = version_string();
@@ -187,9 +188,9 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   }
   const std::string data_dir = args.data_dir.empty() ? config.data.dir : args.data_dir;
   if (!fs::is_directory(data_dir)) {
-    throw std::runtime_error("--data " + data_dir + ": no such directory" +
-                             (args.data_dir.empty() ? " (the checkpoint's data.dir; pass --data)"
-                                                    : ""));
+    throw std::runtime_error(
+        "--data " + data_dir + ": no such directory" +
+        (args.data_dir.empty() ? " (the checkpoint's data.dir; pass --data)" : ""));
   }
   const EvalData data(data_dir, args.test_dir);
   const data::SampleShape model_shape{config.model.in_channels, config.model.image_size,
@@ -252,9 +253,9 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
     std::vector<at::Tensor> parts;
     for (int64_t done = 0; done < counts[static_cast<size_t>(g)]; done += batch_size) {
       const int64_t count = std::min(batch_size, counts[static_cast<size_t>(g)] - done);
-      const at::Tensor x = sample(predictor, schedule,
-                                  {count, model_shape.channels, model_shape.height, model_shape.width},
-                                  options, static_cast<uint64_t>(args.seed), first_index, device);
+      const at::Tensor x = sample(
+          predictor, schedule, {count, model_shape.channels, model_shape.height, model_shape.width},
+          options, static_cast<uint64_t>(args.seed), first_index, device);
       first_index += count;
       parts.push_back(to_uint8_images(x).to(torch::kCPU));
     }
@@ -266,7 +267,8 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   const FeatureStats test_stats = stats_of(classifier, test.images, device);
   const at::Tensor all_generated = torch::cat(generated);
   const double fd = frechet_distance(stats_of(classifier, all_generated, device), test_stats);
-  const double fd_floor = frechet_distance(stats_of(classifier, floor_set.images, device), test_stats);
+  const double fd_floor =
+      frechet_distance(stats_of(classifier, floor_set.images, device), test_stats);
   const double fd_noise = frechet_distance(
       stats_of(classifier, uniform_noise_images(args.n, model_shape, args.seed + 1), device),
       test_stats);
@@ -333,8 +335,9 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
 void add_eval_command(CLI::App& app) {
   auto args = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "eval", "Fréchet distance of generated to real images in the features of a classifier "
-              "trained on the dataset, the real-vs-real floor, per-class accuracy");
+      "eval",
+      "Fréchet distance of generated to real images in the features of a classifier "
+      "trained on the dataset, the real-vs-real floor, per-class accuracy");
   cmd->add_flag("--train-classifier", args->train_classifier,
                 "Train the eval classifier on --data and write it (default DIR/classifier.pt)");
   cmd->add_flag("--baselines", args->baselines,
@@ -370,9 +373,10 @@ void add_eval_command(CLI::App& app) {
     const int modes = int(args->train_classifier) + int(args->baselines) +
                       int(!args->run_dir.empty()) + int(!args->checkpoint.empty());
     if (modes != 1) {
-      throw std::runtime_error("eval: give exactly one of --train-classifier, --baselines, "
-                               "--run-dir RUN, --checkpoint FILE (got " +
-                               std::to_string(modes) + ")");
+      throw std::runtime_error(
+          "eval: give exactly one of --train-classifier, --baselines, "
+          "--run-dir RUN, --checkpoint FILE (got " +
+          std::to_string(modes) + ")");
     }
     if ((args->train_classifier || args->baselines) && args->data_dir.empty()) {
       throw std::runtime_error("eval: --train-classifier and --baselines need --data DIR");

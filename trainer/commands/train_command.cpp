@@ -1,11 +1,11 @@
 // `difftrain train`: start MPI, set up logging per rank, run the Trainer; on any rank's error
 // print one line with the rank and abort the whole job so no rank waits forever.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
 
@@ -90,7 +90,8 @@ void add_train_command(CLI::App& app) {
       const char* restarts = std::getenv("SLURM_RESTART_COUNT");
       if (restarts != nullptr) spdlog::info("SLURM_RESTART_COUNT={}", restarts);
 
-      auto gradients = launch::make_communicator(config.dist.backend, runtime, config.dist.timeout_s);
+      auto gradients =
+          launch::make_communicator(config.dist.backend, runtime, config.dist.timeout_s);
       launch::MpiCommunicator control(config.dist.timeout_s);
       TrainerOptions options;
       options.run_dir = run_dir;

@@ -45,20 +45,21 @@ at::Tensor batched(Classifier& model, const at::Tensor& images_uint8, const c10:
 }
 
 nlohmann::json to_json(const ClassifierInfo& info) {
-  return {{"format_version", ClassifierInfo::kFormatVersion},
-          {"image_shape", {info.shape.image.channels, info.shape.image.height, info.shape.image.width}},
-          {"num_classes", info.shape.num_classes},
-          {"feature_dim", info.shape.feature_dim},
-          {"dataset_dir", info.dataset_dir},
-          {"dataset_index_sha256", info.index_sha256},
-          {"test_split", info.test_split},
-          {"train_images", info.train_images},
-          {"test_images", info.test_images},
-          {"steps", info.steps},
-          {"batch_size", info.batch_size},
-          {"seed", info.seed},
-          {"test_accuracy", info.test_accuracy},
-          {"versions", info.versions}};
+  return {
+      {"format_version", ClassifierInfo::kFormatVersion},
+      {"image_shape", {info.shape.image.channels, info.shape.image.height, info.shape.image.width}},
+      {"num_classes", info.shape.num_classes},
+      {"feature_dim", info.shape.feature_dim},
+      {"dataset_dir", info.dataset_dir},
+      {"dataset_index_sha256", info.index_sha256},
+      {"test_split", info.test_split},
+      {"train_images", info.train_images},
+      {"test_images", info.test_images},
+      {"steps", info.steps},
+      {"batch_size", info.batch_size},
+      {"seed", info.seed},
+      {"test_accuracy", info.test_accuracy},
+      {"versions", info.versions}};
 }
 
 ClassifierInfo from_json(const nlohmann::json& j) {
@@ -171,8 +172,7 @@ LoadedClassifier load_classifier(const std::string& path, const c10::Device& dev
   try {
     const int64_t version = header.at("format_version").get<int64_t>();
     if (version != ClassifierInfo::kFormatVersion) {
-      throw std::runtime_error("format version " + std::to_string(version) +
-                               ", this build reads " +
+      throw std::runtime_error("format version " + std::to_string(version) + ", this build reads " +
                                std::to_string(ClassifierInfo::kFormatVersion));
     }
     loaded.info = from_json(header);

@@ -21,9 +21,9 @@ struct ClassifierShape {
   int64_t feature_dim = 128;
 };
 
-// conv3x3(C->32) ReLU maxpool2, conv3x3(32->64) ReLU maxpool2, linear(64*(H/4)*(W/4) -> feature_dim)
-// ReLU = features, dropout 0.3, linear(feature_dim -> num_classes) = logits. Input: float images
-// in [-1, 1] (to_model_input), [B, C, H, W]. About 0.5 M parameters for 28x28 inputs.
+// conv3x3(C->32) ReLU maxpool2, conv3x3(32->64) ReLU maxpool2, linear(64*(H/4)*(W/4) ->
+// feature_dim) ReLU = features, dropout 0.3, linear(feature_dim -> num_classes) = logits. Input:
+// float images in [-1, 1] (to_model_input), [B, C, H, W]. About 0.5 M parameters for 28x28 inputs.
 class ClassifierImpl : public torch::nn::Module {
  public:
   explicit ClassifierImpl(const ClassifierShape& shape);
@@ -58,9 +58,9 @@ at::Tensor classifier_predictions(Classifier& model, const at::Tensor& images_ui
 struct ClassifierInfo {
   static constexpr int64_t kFormatVersion = 1;
   ClassifierShape shape;
-  std::string dataset_dir;     // --data it was trained on, as given
-  std::string index_sha256;    // SHA-256 of that dataset's index.json
-  std::string test_split;      // EvalData::test_description()
+  std::string dataset_dir;   // --data it was trained on, as given
+  std::string index_sha256;  // SHA-256 of that dataset's index.json
+  std::string test_split;    // EvalData::test_description()
   int64_t train_images = 0, test_images = 0;
   int64_t steps = 0, batch_size = 0, seed = 0;
   double test_accuracy = 0.0;  // on the test split, in [0, 1]

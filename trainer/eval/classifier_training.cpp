@@ -14,7 +14,8 @@ constexpr double kProgressEvery_s = 5.0;
 constexpr double kWeightDecay = 1e-4;
 
 double cosine_lr(double peak, int64_t step, int64_t steps) {
-  return 0.5 * peak * (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
+  return 0.5 * peak *
+         (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(steps)));
 }
 
 }  // namespace
@@ -29,11 +30,10 @@ TrainedClassifier train_classifier(const EvalData& data, const ClassifierTrainOp
                              "--labels, or a folder of class folders)");
   }
   if (options.batch_size < 1 || options.steps < 0 || (options.steps == 0 && options.epochs < 1)) {
-    throw std::runtime_error("classifier training: batch size " +
-                             std::to_string(options.batch_size) + ", steps " +
-                             std::to_string(options.steps) + ", epochs " +
-                             std::to_string(options.epochs) +
-                             ": want batch size >= 1 and steps >= 1 or epochs >= 1");
+    throw std::runtime_error(
+        "classifier training: batch size " + std::to_string(options.batch_size) + ", steps " +
+        std::to_string(options.steps) + ", epochs " + std::to_string(options.epochs) +
+        ": want batch size >= 1 and steps >= 1 or epochs >= 1");
   }
   const auto start = std::chrono::steady_clock::now();
   const LabelledImages train = data.read_all_train();
@@ -47,8 +47,8 @@ TrainedClassifier train_classifier(const EvalData& data, const ClassifierTrainOp
   Classifier model(shape);
   model->to(device);
   model->train();
-  torch::optim::AdamW optimizer(
-      model->parameters(), torch::optim::AdamWOptions(options.lr).weight_decay(kWeightDecay));
+  torch::optim::AdamW optimizer(model->parameters(),
+                                torch::optim::AdamWOptions(options.lr).weight_decay(kWeightDecay));
   at::Generator order = at::detail::createCPUGenerator(static_cast<uint64_t>(options.seed));
 
   at::Tensor permutation;
@@ -79,8 +79,9 @@ TrainedClassifier train_classifier(const EvalData& data, const ClassifierTrainOp
     ++loss_count;
 
     const auto now = std::chrono::steady_clock::now();
-    if (progress && (step + 1 == steps ||
-                     std::chrono::duration<double>(now - last_report).count() >= kProgressEvery_s)) {
+    if (progress &&
+        (step + 1 == steps ||
+         std::chrono::duration<double>(now - last_report).count() >= kProgressEvery_s)) {
       progress(step + 1, steps, loss_sum / static_cast<double>(loss_count));
       loss_sum = 0.0;
       loss_count = 0;

@@ -36,10 +36,10 @@ EvalData::EvalData(const std::string& data_dir, const std::string& test_dir)
     const data::Manifest& train = data_->manifest();
     const data::Manifest& test = test_->manifest();
     if (test.shape != train.shape || test.label_count != train.label_count) {
-      throw std::runtime_error("--test-data " + test_dir + ": images " + test.shape.str() + " with " +
-                               std::to_string(test.label_count) + " labels, but --data " +
-                               data_dir + " has " + train.shape.str() + " with " +
-                               std::to_string(train.label_count) + " labels");
+      throw std::runtime_error("--test-data " + test_dir + ": images " + test.shape.str() +
+                               " with " + std::to_string(test.label_count) +
+                               " labels, but --data " + data_dir + " has " + train.shape.str() +
+                               " with " + std::to_string(train.label_count) + " labels");
     }
     train_indices_ = iota(data_->size());
     test_indices_ = iota(test_->size());
@@ -57,7 +57,8 @@ EvalData::EvalData(const std::string& data_dir, const std::string& test_dir)
 }
 
 std::string EvalData::test_description() const {
-  return test_ ? test_->dir() : "every " + std::to_string(kHoldoutEvery) + "th sample of " + data_->dir();
+  return test_ ? test_->dir()
+               : "every " + std::to_string(kHoldoutEvery) + "th sample of " + data_->dir();
 }
 
 LabelledImages EvalData::read(const data::Dataset& dataset, const std::vector<int64_t>& indices) {

@@ -10,16 +10,13 @@
 namespace difftrain::trainer {
 namespace {
 
-at::Tensor symmetrised(const at::Tensor& matrix) {
-  return (matrix + matrix.transpose(0, 1)) * 0.5;
-}
+at::Tensor symmetrised(const at::Tensor& matrix) { return (matrix + matrix.transpose(0, 1)) * 0.5; }
 
 void check_square(const at::Tensor& matrix, const char* name) {
   if (matrix.dim() != 2 || matrix.size(0) != matrix.size(1)) {
-    throw std::runtime_error(std::string("frechet: ") + name + " has shape " +
-                             std::to_string(matrix.dim()) + "-D " +
-                             (matrix.dim() > 0 ? std::to_string(matrix.size(0)) : "") +
-                             ", want a square matrix");
+    throw std::runtime_error(
+        std::string("frechet: ") + name + " has shape " + std::to_string(matrix.dim()) + "-D " +
+        (matrix.dim() > 0 ? std::to_string(matrix.size(0)) : "") + ", want a square matrix");
   }
 }
 
@@ -40,8 +37,8 @@ FeatureStats feature_stats(const at::Tensor& features) {
   stats.count = count;
   stats.mean = x.mean(0);
   const at::Tensor centred = x - stats.mean;
-  stats.covariance = symmetrised(centred.transpose(0, 1).matmul(centred) /
-                                 static_cast<double>(count - 1));
+  stats.covariance =
+      symmetrised(centred.transpose(0, 1).matmul(centred) / static_cast<double>(count - 1));
   return stats;
 }
 

@@ -32,8 +32,8 @@ LabelledImages train_subset(const EvalData& data, const std::vector<int64_t>& cl
                                std::to_string(data.train_size()) +
                                " images; the floor compares as many real images as generated");
     }
-    const at::Tensor picked = at::randperm(data.train_size(), generator, at::kLong)
-                                  .narrow(0, 0, counts[0]);
+    const at::Tensor picked =
+        at::randperm(data.train_size(), generator, at::kLong).narrow(0, 0, counts[0]);
     positions.assign(picked.data_ptr<int64_t>(), picked.data_ptr<int64_t>() + counts[0]);
   } else {
     const std::vector<int64_t> labels = data.train_labels();
@@ -44,9 +44,10 @@ LabelledImages train_subset(const EvalData& data, const std::vector<int64_t>& cl
       }
       const int64_t have = static_cast<int64_t>(of_class.size());
       if (counts[i] > have) {
-        throw std::runtime_error("--class " + std::to_string(classes[i]) + ": the train split has " +
-                                 std::to_string(have) + " images of it, the floor needs " +
-                                 std::to_string(counts[i]) + " (lower --n)");
+        throw std::runtime_error("--class " + std::to_string(classes[i]) +
+                                 ": the train split has " + std::to_string(have) +
+                                 " images of it, the floor needs " + std::to_string(counts[i]) +
+                                 " (lower --n)");
       }
       const at::Tensor picked = at::randperm(have, generator, at::kLong);
       for (int64_t k = 0; k < counts[i]; ++k) {

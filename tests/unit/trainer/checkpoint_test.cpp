@@ -157,7 +157,8 @@ TEST_F(CheckpointTest, OpenNewestGoodSkipsBadFiles) {
   const std::string bytes = encode(net, ema, optimizer, 2);
   store.commit(2, bytes.substr(0, bytes.size() / 2));
   std::vector<std::string> problems;
-  auto loaded = store.open_newest_good(torch::kCPU, [&](const std::string& p) { problems.push_back(p); });
+  auto loaded =
+      store.open_newest_good(torch::kCPU, [&](const std::string& p) { problems.push_back(p); });
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->info().step, 1);
   ASSERT_EQ(problems.size(), 1u);

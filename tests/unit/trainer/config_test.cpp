@@ -31,7 +31,8 @@ TEST(Config, DefaultsAreValid) {
 }
 
 TEST(Config, YamlThenOverrides) {
-  const std::string path = write_temp("train:\n  lr: 0.001\n  steps: 7\nmodel:\n  channel_mult: [1, 2]\n");
+  const std::string path =
+      write_temp("train:\n  lr: 0.001\n  steps: 7\nmodel:\n  channel_mult: [1, 2]\n");
   const Config c = load_config(path, {"train.steps=9", "model.attention_resolutions=[]"});
   EXPECT_DOUBLE_EQ(c.train.lr, 0.001);
   EXPECT_EQ(c.train.steps, 9);
@@ -61,17 +62,21 @@ TEST(Config, BadValuesAreRejected) {
             std::string::npos);
   EXPECT_NE(error_of([] { load_config("", {"model.channels=48"}); }).find("multiple of 32"),
             std::string::npos);
-  EXPECT_NE(error_of([] { load_config("", {"diffusion.schedule=quadratic"}); }).find("linear, cosine"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { load_config("", {"diffusion.schedule=quadratic"}); }).find("linear, cosine"),
+      std::string::npos);
   EXPECT_NE(error_of([] { load_config("", {"model.image_size=30"}); }).find("divisible"),
             std::string::npos);
-  EXPECT_NE(error_of([] { load_config("", {"train.lr"}); }).find("want key=value"), std::string::npos);
-  EXPECT_NE(error_of([] { load_config("/nonexistent/x.yaml"); }).find("/nonexistent/x.yaml: cannot open"),
+  EXPECT_NE(error_of([] { load_config("", {"train.lr"}); }).find("want key=value"),
             std::string::npos);
+  EXPECT_NE(
+      error_of([] { load_config("/nonexistent/x.yaml"); }).find("/nonexistent/x.yaml: cannot open"),
+      std::string::npos);
 }
 
 TEST(Config, ResolvedYamlRoundTrips) {
-  const Config c = load_config("", {"train.lr=0.0005", "model.channel_mult=[1,2,4]", "data.dir=a b/c"});
+  const Config c =
+      load_config("", {"train.lr=0.0005", "model.channel_mult=[1,2,4]", "data.dir=a b/c"});
   const Config back = parse_config(to_yaml(c), "dump");
   EXPECT_EQ(to_yaml(back), to_yaml(c));
   EXPECT_DOUBLE_EQ(back.train.lr, 0.0005);

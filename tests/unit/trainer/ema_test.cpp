@@ -1,5 +1,6 @@
 // EMA with warm-up: after k updates the shadow equals the closed form
-// s_k = prod_{j<=k} d_j * s_0 + sum_{i<=k} (1 - d_i) p_i prod_{i<j<=k} d_j, d_j = min(decay, (1+j)/(10+j)).
+// s_k = prod_{j<=k} d_j * s_0 + sum_{i<=k} (1 - d_i) p_i prod_{i<j<=k} d_j, d_j = min(decay,
+// (1+j)/(10+j)).
 #include "trainer/ema.h"
 
 #include <gtest/gtest.h>

@@ -34,8 +34,8 @@ TEST(FrechetTest, FeatureStatsAreTheMeanAndUnbiasedCovariance) {
   EXPECT_EQ(stats.mean.scalar_type(), torch::kDouble);
   EXPECT_TRUE(torch::allclose(stats.mean, torch::tensor({3.0, 4.0}, torch::kDouble)));
   // Centred rows (-2,-2), (0,-2), (2,4); X^T X / (3 - 1).
-  EXPECT_TRUE(torch::allclose(stats.covariance,
-                              torch::tensor({{4.0, 6.0}, {6.0, 12.0}}, torch::kDouble)));
+  EXPECT_TRUE(
+      torch::allclose(stats.covariance, torch::tensor({{4.0, 6.0}, {6.0, 12.0}}, torch::kDouble)));
   EXPECT_THROW(feature_stats(torch::ones({1, 4})), std::runtime_error);
   EXPECT_THROW(feature_stats(torch::ones({8})), std::runtime_error);
 }
@@ -107,8 +107,10 @@ TEST(FrechetTest, GaussiansWithDiagonalCovariancesMatchTheClosedForm) {
   // The same in a rotated basis: the distance is invariant under a rotation of both.
   torch::manual_seed(4);
   const at::Tensor q = random_rotation(3);
-  const FeatureStats r1 = gaussian(q.matmul(doubles(mu1)), q.matmul(torch::diag(doubles(var1))).matmul(q.t()));
-  const FeatureStats r2 = gaussian(q.matmul(doubles(mu2)), q.matmul(torch::diag(doubles(var2))).matmul(q.t()));
+  const FeatureStats r1 =
+      gaussian(q.matmul(doubles(mu1)), q.matmul(torch::diag(doubles(var1))).matmul(q.t()));
+  const FeatureStats r2 =
+      gaussian(q.matmul(doubles(mu2)), q.matmul(torch::diag(doubles(var2))).matmul(q.t()));
   EXPECT_NEAR(frechet_distance(r1, r2), 10.0, 1e-10);
   // Estimated from samples: 20000 draws of each, within sampling error of the closed form.
   const int64_t n = 20000;

@@ -114,13 +114,13 @@ TEST(TimestepQuartiles, EmptyQuartilesHaveZeroCount) {
 }
 
 TEST(TimestepQuartiles, MismatchedShapesAreNamed) {
-  const std::string error = error_of(
-      [] { timestep_quartiles(torch::ones({8}), torch::zeros({4}, torch::kLong), 1000); });
+  const std::string error =
+      error_of([] { timestep_quartiles(torch::ones({8}), torch::zeros({4}, torch::kLong), 1000); });
   EXPECT_NE(error.find("[8]"), std::string::npos) << error;
   EXPECT_NE(error.find("[4]"), std::string::npos) << error;
-  EXPECT_NE(error_of([] { timestep_quartiles(torch::ones({2}), torch::zeros({2}), 0); })
-                .find("T = 0"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { timestep_quartiles(torch::ones({2}), torch::zeros({2}), 0); }).find("T = 0"),
+      std::string::npos);
 }
 
 TEST(AllGatherStrings, EachRankFillsItsRow) {
