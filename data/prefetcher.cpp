@@ -3,18 +3,20 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 
 #include "data/data_error.h"
 
 namespace difftrain::data {
 
 Prefetcher::Prefetcher(const Dataset& dataset, const DistributedSampler& sampler, int rank,
-                       int world_size, int64_t first_step, int depth)
+                       int world_size, int64_t first_step, int depth, PrepareBatch prepare)
     : dataset_(dataset),
       sampler_(sampler),
       rank_(rank),
       world_size_(world_size),
       depth_(depth > 0 ? static_cast<size_t>(depth) : 0),
+      prepare_(std::move(prepare)),
       next_step_(first_step) {
   if (depth < 1) throw DataError("prefetcher: depth " + std::to_string(depth) + ", want >= 1");
   if (first_step < 0) {
@@ -52,6 +54,7 @@ void Prefetcher::run() {
       batch.images.resize(static_cast<size_t>(batch.size * shape.bytes()));
       batch.labels.resize(static_cast<size_t>(batch.size));
       dataset_.read(ids, batch.images.data(), batch.labels.data());
+      if (prepare_) batch.prepared = prepare_(batch);
       ++next_step_;
       {
         std::lock_guard<std::mutex> lock(mutex_);

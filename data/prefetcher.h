@@ -2,10 +2,12 @@
 // training step never waits on HDF5 unless reading is slower than computing.
 #pragma once
 
+#include <any>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -23,11 +25,17 @@ struct Batch {
   SampleShape shape;
   std::vector<uint8_t> images;  // size*C*H*W bytes, CHW per sample
   std::vector<int64_t> labels;  // size entries, zeros when unlabelled
+  std::any prepared;            // what the prefetcher's `prepare` made of it (empty without one)
 };
+
+// Runs on the reader thread once a batch is read; its result becomes Batch::prepared. Lets the
+// trainer move per-batch work (noise, pinned host copies) off the training step's thread.
+using PrepareBatch = std::function<std::any(const Batch&)>;
 
 // One background thread reads batches first_step, first_step+1, ... (this rank's ids from the
 // sampler) and keeps up to `depth` of them ready. The stream has no end: the caller stops
-// calling next() and destroys the prefetcher.
+// calling next() and destroys the prefetcher. `prepare`, when given, runs on the reader thread
+// for each batch in order; an exception from it reaches next() like a read failure.
 //
 // `dataset` must outlive the prefetcher; the sampler is copied (its permutation cache is not
 // thread-safe, so the reader thread owns its copy). A sampler covering more samples than the
@@ -39,7 +47,7 @@ class Prefetcher {
   // DataError if depth < 1, world_size < 1, rank outside [0, world_size), first_step < 0,
   // or the sampler's global batch is not divisible by world_size.
   Prefetcher(const Dataset& dataset, const DistributedSampler& sampler, int rank, int world_size,
-             int64_t first_step, int depth = 4);
+             int64_t first_step, int depth = 4, PrepareBatch prepare = nullptr);
   // Stops and joins the reader thread; returns promptly (after at most the batch being read)
   // even when the queue is full.
   ~Prefetcher();
@@ -60,6 +68,7 @@ class Prefetcher {
   const int rank_;
   const int world_size_;
   const size_t depth_;
+  const PrepareBatch prepare_;
 
   mutable std::mutex mutex_;
   std::condition_variable ready_;  // a batch or an error arrived

@@ -111,6 +111,16 @@ GradientReducer::~GradientReducer() {
   for (size_t k = 0; k < accumulators_.size(); ++k) accumulators_[k]->del_post_hook(hook_keys_[k]);
 }
 
+std::vector<GradientBucket> GradientReducer::buckets() const {
+  std::vector<GradientBucket> result;
+  for (const auto& bucket : buckets_) {
+    GradientBucket view{bucket.flat, {}};
+    for (size_t k : bucket.parameter_ids) view.parameters.push_back(parameters_[k]);
+    result.push_back(std::move(view));
+  }
+  return result;
+}
+
 void GradientReducer::rebind_grads() {
   for (auto& bucket : buckets_) {
     for (size_t k : bucket.parameter_ids) {

@@ -41,6 +41,13 @@ namespace difftrain::launch {
 // the model is on its device and destroy it before the parameters. Not thread-safe: one thread
 // calls the methods; autograd may run the hooks on its own thread (CUDA), which launches there
 // only when the communicator launches_from_any_thread().
+// One bucket's gradient storage: the .grad() of `parameters` are consecutive views into `flat`,
+// in this order.
+struct GradientBucket {
+  at::Tensor flat;
+  std::vector<at::Tensor> parameters;
+};
+
 class GradientReducer {
  public:
   // Collective-free. bucket_bytes > 0. Parameters that do not require grad are ignored.
@@ -68,6 +75,8 @@ class GradientReducer {
   void reduce();
 
   size_t bucket_count() const { return buckets_.size(); }
+  // The buckets, in launch order (an optimizer can update whole buckets instead of tensors).
+  std::vector<GradientBucket> buckets() const;
   // Number of elements in each bucket, in launch order (for tests and logs).
   std::vector<int64_t> bucket_sizes() const;
   // Seconds from the last step's first bucket launch to the end of reduce(): the span of its

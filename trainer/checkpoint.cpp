@@ -12,6 +12,7 @@
 
 #include "data/file_util.h"
 #include "data/sha256.h"
+#include "trainer/bucket_adamw.h"
 #include "trainer/ema.h"
 
 namespace difftrain::trainer {
@@ -29,14 +30,14 @@ std::string hex_to_bytes(const std::string& hex) {
 }
 
 std::string sha256_bytes(const std::string& data) {
-  return hex_to_bytes(
-      data::sha256_hex(reinterpret_cast<const uint8_t*>(data.data()), static_cast<int64_t>(data.size())));
+  return hex_to_bytes(data::sha256_hex(reinterpret_cast<const uint8_t*>(data.data()),
+                                       static_cast<int64_t>(data.size())));
 }
 
 }  // namespace
 
 std::string encode_checkpoint(const CheckpointInfo& info, const torch::nn::Module& model,
-                              const Ema* ema, const torch::optim::Optimizer* optimizer) {
+                              const Ema* ema, const BucketAdamW* optimizer) {
   torch::serialize::OutputArchive archive;
   archive.write("format_version", c10::IValue(info.format_version));
   archive.write("step", c10::IValue(info.step));
@@ -122,8 +123,8 @@ LoadedCheckpoint LoadedCheckpoint::open(const std::string& path, const c10::Devi
   } catch (const CheckpointError&) {
     throw;
   } catch (const std::exception& e) {
-    throw CheckpointError("checkpoint " + path + ": unreadable payload: " +
-                          std::string(e.what()).substr(0, 200));
+    throw CheckpointError("checkpoint " + path +
+                          ": unreadable payload: " + std::string(e.what()).substr(0, 200));
   }
   return loaded;
 }
@@ -141,7 +142,7 @@ void LoadedCheckpoint::load_ema(Ema& ema) {
   ema.load(sub);
 }
 
-void LoadedCheckpoint::load_optimizer(torch::optim::Optimizer& optimizer) {
+void LoadedCheckpoint::load_optimizer(BucketAdamW& optimizer) {
   if (!has_optimizer_) throw CheckpointError("checkpoint " + path_ + ": holds no optimizer state");
   torch::serialize::InputArchive sub;
   archive_.read("optimizer", sub);

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
 
 #include <functional>
@@ -14,6 +13,7 @@
 
 namespace difftrain::trainer {
 
+class BucketAdamW;
 class Ema;
 
 class CheckpointError : public std::runtime_error {
@@ -35,7 +35,7 @@ struct CheckpointInfo {
 // Serialises a checkpoint to bytes: magic "DTCKPT01", payload length (8 bytes LE), SHA-256 of
 // the payload (32 bytes), payload (a LibTorch archive). `ema` and `optimizer` may be null.
 std::string encode_checkpoint(const CheckpointInfo& info, const torch::nn::Module& model,
-                              const Ema* ema, const torch::optim::Optimizer* optimizer);
+                              const Ema* ema, const BucketAdamW* optimizer);
 
 // A checkpoint read from disk and verified (magic, length, checksum) before anything is parsed.
 class LoadedCheckpoint {
@@ -49,7 +49,7 @@ class LoadedCheckpoint {
   bool has_optimizer() const { return has_optimizer_; }
   void load_model(torch::nn::Module& model);
   void load_ema(Ema& ema);
-  void load_optimizer(torch::optim::Optimizer& optimizer);
+  void load_optimizer(BucketAdamW& optimizer);
 
  private:
   std::string path_;

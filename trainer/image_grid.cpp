@@ -16,8 +16,8 @@ constexpr int64_t kBorder = 2;
 // Places tile (row, col) images of `tiles` ([rows*cols,H,W,C] uint8) into one canvas.
 at::Tensor tile(const at::Tensor& tiles, int64_t rows, int64_t cols) {
   const int64_t h = tiles.size(1), w = tiles.size(2), c = tiles.size(3);
-  at::Tensor canvas = at::full({rows * (h + kBorder) + kBorder, cols * (w + kBorder) + kBorder, c},
-                               255, at::kByte);
+  at::Tensor canvas =
+      at::full({rows * (h + kBorder) + kBorder, cols * (w + kBorder) + kBorder, c}, 255, at::kByte);
   for (int64_t i = 0; i < tiles.size(0); ++i) {
     const int64_t r = i / cols, col = i % cols;
     canvas.narrow(0, kBorder + r * (h + kBorder), h)

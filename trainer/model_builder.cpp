@@ -32,4 +32,14 @@ SamplerOptions sampler_options(const Config& config) {
   return options;
 }
 
+AdamWSettings adamw_settings(const Config& config) {
+  AdamWSettings settings;
+  settings.beta1 = config.train.adam_beta1;
+  settings.beta2 = config.train.adam_beta2;
+  settings.eps = config.train.adam_eps;
+  settings.weight_decay = config.train.weight_decay;
+  settings.max_grad_norm = config.train.grad_clip;
+  return settings;
+}
+
 }  // namespace difftrain::trainer

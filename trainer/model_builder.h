@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "trainer/bucket_adamw.h"
 #include "trainer/config.h"
 #include "trainer/diffusion/sampler.h"
 #include "trainer/diffusion/schedule.h"
@@ -14,5 +15,7 @@ UNetOptions unet_options(const Config& config);
 NoiseSchedule noise_schedule(const Config& config);
 // The end-of-run grid's sampler from the `sample.*` keys.
 SamplerOptions sampler_options(const Config& config);
+// train.adam_*, train.weight_decay and train.grad_clip.
+AdamWSettings adamw_settings(const Config& config);
 
 }  // namespace difftrain::trainer

@@ -14,8 +14,8 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
   const auto& b = then.model;
   auto differs = [&](const std::string& key, const std::string& x, const std::string& y) {
     if (x != y) {
-      throw CheckpointError("checkpoint " + path + ": " + key + " is " + y +
-                            " there but " + x + " in the config; a run cannot change its model or "
+      throw CheckpointError("checkpoint " + path + ": " + key + " is " + y + " there but " + x +
+                            " in the config; a run cannot change its model or "
                             "data shape (use the original value or a new --run-dir)");
     }
   };
@@ -28,8 +28,10 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
   differs("model.image_size", std::to_string(a.image_size), std::to_string(b.image_size));
   differs("model.channels", std::to_string(a.channels), std::to_string(b.channels));
   differs("model.channel_mult", list(a.channel_mult), list(b.channel_mult));
-  differs("model.num_res_blocks", std::to_string(a.num_res_blocks), std::to_string(b.num_res_blocks));
-  differs("model.attention_resolutions", list(a.attention_resolutions), list(b.attention_resolutions));
+  differs("model.num_res_blocks", std::to_string(a.num_res_blocks),
+          std::to_string(b.num_res_blocks));
+  differs("model.attention_resolutions", list(a.attention_resolutions),
+          list(b.attention_resolutions));
   differs("diffusion.schedule", now.diffusion.schedule, then.diffusion.schedule);
   differs("diffusion.timesteps", std::to_string(now.diffusion.timesteps),
           std::to_string(then.diffusion.timesteps));
@@ -44,10 +46,11 @@ void check_resume_compatible(const Config& now, const Config& then, const std::s
     spdlog::info("resume: {} ranks now, {} when the checkpoint was written", world_now, world_then);
   }
   if (global_batch_now != global_batch_then) {
-    spdlog::warn("resume: global batch {} (train.batch_size x ranks x train.grad_accum_steps) "
-                 "differs from the checkpoint's {}: the sample order from here on differs from "
-                 "an uninterrupted run; keep the product equal to continue it exactly",
-                 global_batch_now, global_batch_then);
+    spdlog::warn(
+        "resume: global batch {} (train.batch_size x ranks x train.grad_accum_steps) "
+        "differs from the checkpoint's {}: the sample order from here on differs from "
+        "an uninterrupted run; keep the product equal to continue it exactly",
+        global_batch_now, global_batch_then);
   }
 }
 

@@ -12,7 +12,7 @@ namespace difftrain::trainer {
 // (learning rate, step count, batch, world size) that are allowed. `global_batch_now` and
 // `global_batch_then` decide whether the global sample order continues unchanged.
 void check_resume_compatible(const Config& now, const Config& then, const std::string& path,
-                             int64_t global_batch_now, int64_t global_batch_then,
-                             int world_now, int64_t world_then);
+                             int64_t global_batch_now, int64_t global_batch_then, int world_now,
+                             int64_t world_then);
 
 }  // namespace difftrain::trainer

@@ -87,8 +87,8 @@ nlohmann::json mean_or_null(double sum, int64_t count) {
 
 }  // namespace
 
-TimestepQuartiles timestep_quartiles(const at::Tensor& per_sample_loss,
-                                     const at::Tensor& timesteps, int64_t num_timesteps) {
+TimestepQuartiles timestep_quartiles(const at::Tensor& per_sample_loss, const at::Tensor& timesteps,
+                                     int64_t num_timesteps) {
   const at::Tensor sums =
       quartile_sums(per_sample_loss, timesteps, num_timesteps).to(torch::kCPU).contiguous();
   return quartiles_from(sums.data_ptr<double>());
@@ -148,11 +148,11 @@ RunMonitor::RunMonitor(const Config& config, const std::string& run_dir,
                                " + local rank " + std::to_string(place.local_rank) +
                                " is above 65535; pick a lower base port or 0 for any free port");
     }
-    exporter_ = std::make_unique<monitoring::Exporter>(
-        metrics_->registry(), config.monitoring.bind, static_cast<int>(port));
+    exporter_ = std::make_unique<monitoring::Exporter>(metrics_->registry(), config.monitoring.bind,
+                                                       static_cast<int>(port));
     const std::string host = !is_wildcard(config.monitoring.bind) ? config.monitoring.bind
-                             : place.hostname.empty()                ? this_hostname()
-                                                                     : place.hostname;
+                             : place.hostname.empty()             ? this_hostname()
+                                                                  : place.hostname;
     target_ = host + ":" + std::to_string(exporter_->port());
     targets_ = all_gather_strings(control, target_);
   }
@@ -187,16 +187,20 @@ RunMonitor::~RunMonitor() {
   }
 }
 
-void RunMonitor::record_step(const StepRecord& record) {
+at::Tensor RunMonitor::step_values(const StepRecord& record) const {
   const at::Tensor loss =
       record.loss.defined() ? record.loss.detach() : record.per_sample_loss.detach().mean();
+  return torch::cat({loss.to(torch::kDouble).reshape({1}),
+                     quartile_sums(record.per_sample_loss, record.timesteps, num_timesteps_)});
+}
+
+void RunMonitor::record_step(const StepRecord& record) {
   // One copy to the host: [loss, quartile loss sums, quartile counts].
-  const at::Tensor numbers =
-      torch::cat({loss.to(torch::kDouble).reshape({1}),
-                  quartile_sums(record.per_sample_loss, record.timesteps, num_timesteps_)})
-          .to(torch::kCPU)
-          .contiguous();
-  const double* values = numbers.data_ptr<double>();
+  const at::Tensor numbers = step_values(record).to(torch::kCPU).contiguous();
+  record_step(record, numbers.data_ptr<double>());
+}
+
+void RunMonitor::record_step(const StepRecord& record, const double* values) {
   const TimestepQuartiles quartiles = quartiles_from(values + 1);
 
   monitoring::StepSample& sample = last_sample_;
@@ -276,9 +280,9 @@ void RunMonitor::load_history() {
     const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
     if (!record.is_object() || !record.contains("step") || !record["step"].is_number()) continue;
     const auto loss = record.find("loss");
-    loss_history_.emplace_back(record["step"].get<double>(),
-                               loss != record.end() && loss->is_number() ? loss->get<double>()
-                                                                         : kNaN);
+    loss_history_.emplace_back(
+        record["step"].get<double>(),
+        loss != record.end() && loss->is_number() ? loss->get<double>() : kNaN);
   }
 }
 

@@ -29,9 +29,9 @@ struct Config;
 
 // Where this rank runs; labels and the target Prometheus dials.
 struct RankPlace {
-  int local_rank = 0;            // rank among this node's processes (monitoring.port offset)
-  std::string hostname;          // the target host when monitoring.bind is 0.0.0.0 or [::]
-                                 // (empty: gethostname())
+  int local_rank = 0;    // rank among this node's processes (monitoring.port offset)
+  std::string hostname;  // the target host when monitoring.bind is 0.0.0.0 or [::]
+                         // (empty: gethostname())
   c10::Device device{c10::kCPU};
   std::string gradient_backend;  // "mpi" or "nccl": the backend label of difftrain_build_info
 };
@@ -45,8 +45,8 @@ struct StepRecord {
   at::Tensor per_sample_loss;  // [B]: each sample's loss (per_sample_mse)
   at::Tensor timesteps;        // [B] integer: each sample's diffusion time t in [0, T)
   double data_wait_s = 0, forward_backward_s = 0, allreduce_s = 0, optimizer_s = 0;
-  double step_s = 0;           // the whole step, phases and bookkeeping
-  double grad_norm = 0;        // global norm before clipping
+  double step_s = 0;     // the whole step, phases and bookkeeping
+  double grad_norm = 0;  // global norm before clipping
   double learning_rate = 0, ema_decay = 0;
   bool skipped_nonfinite = false;  // the optimizer step was skipped for a NaN/Inf
 };
@@ -60,8 +60,8 @@ struct TimestepQuartiles {
 // per_sample_loss [B] and timesteps [B] on one device; num_timesteps = T > 0. A t outside
 // [0, T) is counted in the nearest quartile. Throws std::runtime_error naming the shapes if
 // they are not two 1-D tensors of one length, or naming T if T <= 0.
-TimestepQuartiles timestep_quartiles(const at::Tensor& per_sample_loss,
-                                     const at::Tensor& timesteps, int64_t num_timesteps);
+TimestepQuartiles timestep_quartiles(const at::Tensor& per_sample_loss, const at::Tensor& timesteps,
+                                     int64_t num_timesteps);
 
 // Collective: every rank calls this, in the same order.
 // Every rank's `mine`, indexed by rank: each rank fills its row of a zeroed [world, row_bytes]
@@ -104,6 +104,12 @@ class RunMonitor {
 
   // Every rank, every optimizer step. One small device-to-host copy.
   void record_step(const StepRecord& record);
+  // The same in two halves, so that the training step need not wait for the device:
+  // step_values() launches the reductions and returns kStepValueCount float64 numbers on the
+  // record's device; record_step(record, values) takes them once they are on the host.
+  static constexpr int64_t kStepValueCount = 9;  // loss, quartile loss sums, quartile counts
+  at::Tensor step_values(const StepRecord& record) const;
+  void record_step(const StepRecord& record, const double* values);
   // Every rank, at each progress line. mean_loss: the loss averaged over ranks and the
   // interval; images_per_s: the run's throughput. Records throughput and memory; rank 0 also
   // sets difftrain_loss_mean and appends a line to metrics.jsonl.
@@ -137,7 +143,7 @@ class RunMonitor {
   std::vector<std::string> targets_;
   std::unique_ptr<monitoring::TrainingMetrics> metrics_;
   std::unique_ptr<monitoring::Exporter> exporter_;
-  std::unique_ptr<monitoring::MetricsLog> log_;  // rank 0
+  std::unique_ptr<monitoring::MetricsLog> log_;          // rank 0
   std::vector<std::pair<double, double>> loss_history_;  // (step, mean loss); rank 0
   Interval interval_;
   monitoring::StepSample last_sample_;

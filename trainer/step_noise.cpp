@@ -11,13 +11,15 @@
 namespace difftrain::trainer {
 
 StepNoise draw_step_noise(uint64_t seed, int64_t step, int64_t first_position, int64_t batch,
-                          int64_t timesteps, at::IntArrayRef sample_shape, double label_dropout) {
+                          int64_t timesteps, at::IntArrayRef sample_shape, double label_dropout,
+                          bool pin_memory) {
   std::vector<int64_t> shape = {batch};
   shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
   StepNoise noise;
-  noise.timesteps = at::empty({batch}, at::kLong);
-  noise.eps = at::empty(shape, at::kFloat);
-  noise.drop_label = at::empty({batch}, at::kBool);
+  const at::TensorOptions host = at::TensorOptions().pinned_memory(pin_memory);
+  noise.timesteps = at::empty({batch}, host.dtype(at::kLong));
+  noise.eps = at::empty(shape, host.dtype(at::kFloat));
+  noise.drop_label = at::empty({batch}, host.dtype(at::kBool));
   auto* t = noise.timesteps.data_ptr<int64_t>();
   auto* drop = noise.drop_label.data_ptr<bool>();
   for (int64_t i = 0; i < batch; ++i) {

@@ -19,8 +19,10 @@ struct StepNoise {
 // its own generator, so the draws do not depend on how the global batch is split over ranks
 // and a resumed run draws exactly what an uninterrupted one would. Tensors are on the CPU. The
 // label-dropout draw comes after the timestep and noise, so it leaves them unchanged.
+// pin_memory: allocate the tensors in page-locked memory (needs a CUDA LibTorch and device),
+// so that their copies to a GPU run asynchronously.
 StepNoise draw_step_noise(uint64_t seed, int64_t step, int64_t first_position, int64_t batch,
                           int64_t timesteps, at::IntArrayRef sample_shape,
-                          double label_dropout = 0.0);
+                          double label_dropout = 0.0, bool pin_memory = false);
 
 }  // namespace difftrain::trainer

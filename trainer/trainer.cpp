@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <any>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "data/prefetcher.h"
 #include "launch/communicator.h"
 #include "launch/gradient_reducer.h"
+#include "trainer/bucket_adamw.h"
 #include "trainer/checkpoint.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/diffusion/prediction.h"
@@ -26,7 +28,8 @@
 #include "trainer/resume.h"
 #include "trainer/rng.h"
 #include "trainer/run_monitor.h"
-#include "trainer/step_noise.h"
+#include "trainer/step_inputs.h"
+#include "trainer/step_readback.h"
 #include "trainer/stop_signal.h"
 #include "trainer/version.h"
 
@@ -126,12 +129,10 @@ TrainResult Trainer::run() {
   const NoiseSchedule schedule = noise_schedule(cfg);
   const Prediction prediction = parse_prediction(cfg.model.prediction);
   auto parameters = model->parameters();
-  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(cfg.train.lr)
-                                                .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
-                                                .eps(cfg.train.adam_eps)
-                                                .weight_decay(cfg.train.weight_decay));
   launch::GradientReducer reducer(gradients_, parameters,
                                   static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
+  const AdamWSettings adamw = adamw_settings(cfg);
+  BucketAdamW optimizer(parameters, reducer.buckets(), adamw);
   Ema ema(*model, cfg.ema.decay);
   CheckpointStore store(options_.run_dir);
 
@@ -189,9 +190,13 @@ TrainResult Trainer::run() {
   auto last_checkpoint_time = Clock::now();
   int64_t last_checkpoint_step = start_step > 0 ? start_step : -1;
 
+  // Each step's loss, gradient norm and skip flag, read back from the device a step late.
+  StepReadback readback;
+
   // Collective: every rank calls this, in the same order. Rank 0 writes; all wait for it, so
   // no rank exits (or gets killed) before the checkpoint is safe.
   auto write_checkpoint = [&](int64_t step) {
+    readback.drain();  // a run stopping for non-finite steps stops before writing
     if (rank == 0) {
       const auto start = Clock::now();
       CheckpointInfo info;
@@ -244,13 +249,22 @@ TrainResult Trainer::run() {
   };
 
   model->train();
+  // The prefetch thread reads each micro-batch and draws its noise, in pinned memory on CUDA.
+  StepInputPlan input_plan;
+  input_plan.seed = seed;
+  input_plan.grad_accum_steps = accum;
+  input_plan.micro_global_batch = micro_global_batch;
+  input_plan.first_in_rank = rank * batch;
+  input_plan.timesteps = schedule.timesteps();
+  input_plan.num_classes = cfg.model.num_classes;
+  input_plan.label_dropout = cfg.model.label_dropout;
+  input_plan.pin_memory = device_.is_cuda();
   data::Prefetcher prefetcher(dataset, sampler, rank, world, start_step * accum,
-                              static_cast<int>(cfg.data.prefetch_batches));
-  const std::vector<int64_t> sample_shape = {shape.channels, shape.height, shape.width};
+                              static_cast<int>(cfg.data.prefetch_batches),
+                              step_input_preparer(input_plan));
 
   // Interval statistics, reset at each progress line.
-  at::Tensor interval_loss =
-      torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  double interval_loss = 0;  // sum of the good steps' losses
   int64_t interval_steps = 0, interval_good_steps = 0, bad_in_a_row = 0;
   double t_data = 0, t_forward_backward = 0, t_reduce = 0, t_optimizer = 0;
   auto interval_start = Clock::now();
@@ -265,26 +279,13 @@ TrainResult Trainer::run() {
     for (int64_t micro = 0; micro < accum; ++micro) {
       // Fetch this rank's slice of the micro-step's global batch, and its noise.
       auto phase = Clock::now();
-      data::Batch host_batch = prefetcher.next();
-      at::Tensor x0 =
-          torch::from_blob(host_batch.images.data(),
-                           {batch, shape.channels, shape.height, shape.width}, torch::kByte);
-      if (device_.is_cuda()) {
-        // Staged through pinned memory so the copy runs asynchronously to the compute stream.
-        x0 = x0.pin_memory().to(device_, /*non_blocking=*/true);
-      }
-      x0 = x0.to(torch::kFloat).div_(127.5).sub_(1.0);
+      const StepInputs inputs =
+          to_device(std::any_cast<const StepInputs&>(prefetcher.next().prepared), device_);
+      at::Tensor x0 = inputs.images.to(torch::kFloat).div_(127.5).sub_(1.0);
+      const at::Tensor& t = inputs.timesteps;
+      const at::Tensor& eps = inputs.eps;
+      const at::Tensor& labels = inputs.labels;  // class-conditional models only
       const int64_t first_position = micro * micro_global_batch + rank * batch;
-      StepNoise noise = draw_step_noise(seed, step, first_position, batch, schedule.timesteps(),
-                                        sample_shape, cfg.model.label_dropout);
-      at::Tensor t = noise.timesteps.to(device_);
-      at::Tensor eps = noise.eps.to(device_);
-      at::Tensor labels;  // class-conditional models: dropped labels become "no label"
-      if (cfg.model.num_classes > 0) {
-        labels = torch::tensor(host_batch.labels, torch::kLong)
-                     .masked_fill_(noise.drop_label, cfg.model.num_classes)
-                     .to(device_);
-      }
       record.data_wait_s += seconds_since(phase);
 
       // Forward process, prediction, loss, backward; dropout draws from (seed, step, position).
@@ -314,52 +315,55 @@ TrainResult Trainer::run() {
     reducer.reduce();
     record.allreduce_s = seconds_since(phase);
 
-    // Clip; skip the update if the gradient is not finite (the same decision on every rank,
-    // since every rank holds the same averaged gradient).
+    // Clip, step the optimizer at this step's learning rate and update the EMA. A non-finite
+    // gradient norm makes the optimizer step change nothing (decided on the device, the same on
+    // every rank, since every rank holds the same averaged gradient); the EMA still takes its
+    // step, towards the unchanged weights.
     phase = Clock::now();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        parameters,
-        cfg.train.grad_clip > 0 ? cfg.train.grad_clip : std::numeric_limits<double>::infinity());
-    if (!std::isfinite(grad_norm)) {
-      ++result.skipped_steps;
-      ++bad_in_a_row;
-      spdlog::warn(
-          "step {}: non-finite gradient norm ({}), local loss {}; update skipped ({} in a row)",
-          step + 1, grad_norm, step_loss.item<double>(), bad_in_a_row);
-      if (bad_in_a_row >= cfg.train.max_bad_steps) {
-        throw std::runtime_error(
-            "step " + std::to_string(step + 1) + ": " + std::to_string(bad_in_a_row) +
-            " non-finite steps in a row (train.max_bad_steps) on rank " + std::to_string(rank) +
-            "; stopping with the last good checkpoint untouched (lower train.lr?)");
-      }
-    } else {
-      // Step the optimizer at this step's learning rate, then update the EMA.
-      bad_in_a_row = 0;
-      const double lr = learning_rate_at(cfg, step);
-      for (auto& group : optimizer.param_groups()) {
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-      }
-      optimizer.step();
-      ema.update(*model);
-      interval_loss += step_loss.to(torch::kDouble);
-      ++interval_good_steps;
-    }
+    const double lr = learning_rate_at(cfg, step);
+    const at::Tensor outcome = optimizer.step(lr);  // [grad norm, skipped]
+    ema.update(*model);
     ++interval_steps;
     record.optimizer_s = seconds_since(phase);
     result.final_step = step + 1;
 
-    // Record the step's metrics; its phase times also go into the progress line's.
+    // The step's numbers reach the host a step later (the device is not waited for here): then
+    // its metrics are recorded and a skipped step is counted and reported.
     record.step = step + 1;
     record.images = batch * accum;
     record.loss = step_loss;
     record.per_sample_loss = torch::cat(sample_losses);
     record.timesteps = torch::cat(sample_timesteps);
-    record.grad_norm = grad_norm;
-    record.learning_rate = learning_rate_at(cfg, step);
+    record.learning_rate = lr;
     record.ema_decay = ema.decay_for(ema.updates());
-    record.skipped_nonfinite = !std::isfinite(grad_norm);
     record.step_s = seconds_since(step_start);
-    monitor.record_step(record);
+    readback.push(
+        torch::cat({monitor.step_values(record), outcome}),
+        [&, record](const double* values) mutable {
+          const double loss = values[0];
+          record.grad_norm = values[RunMonitor::kStepValueCount];
+          record.skipped_nonfinite = values[RunMonitor::kStepValueCount + 1] > 0;
+          record.loss = at::Tensor();
+          monitor.record_step(record, values);
+          if (!record.skipped_nonfinite) {
+            bad_in_a_row = 0;
+            interval_loss += loss;
+            ++interval_good_steps;
+            return;
+          }
+          ++result.skipped_steps;
+          ++bad_in_a_row;
+          spdlog::warn(
+              "step {}: non-finite gradient norm ({}), local loss {}; update skipped "
+              "({} in a row)",
+              record.step, record.grad_norm, loss, bad_in_a_row);
+          if (bad_in_a_row >= cfg.train.max_bad_steps) {
+            throw std::runtime_error(
+                "step " + std::to_string(record.step) + ": " + std::to_string(bad_in_a_row) +
+                " non-finite steps in a row (train.max_bad_steps) on rank " + std::to_string(rank) +
+                "; stopping with the last good checkpoint untouched (lower train.lr?)");
+          }
+        });
     t_data += record.data_wait_s;
     t_forward_backward += record.forward_backward_s;
     t_reduce += record.allreduce_s;
@@ -383,8 +387,9 @@ TrainResult Trainer::run() {
 
     if (f[kLog] > 0 || f[kStop] > 0) {
       // Progress line with the mean loss over all ranks since the last line.
-      at::Tensor sums = torch::tensor(
-          {interval_loss.item<double>(), static_cast<double>(interval_good_steps)}, torch::kDouble);
+      readback.drain();  // every step of the interval counted
+      at::Tensor sums =
+          torch::tensor({interval_loss, static_cast<double>(interval_good_steps)}, torch::kDouble);
       control_.all_reduce_sum(sums);
       // NaN when every step of the interval was skipped as non-finite: there is no good loss.
       const double mean_loss = sums[1].item<double>() > 0
@@ -406,7 +411,7 @@ TrainResult Trainer::run() {
       }
       monitor.record_interval(step + 1, mean_loss, images_per_s);
       result.last_loss = mean_loss;
-      interval_loss.zero_();
+      interval_loss = 0;
       interval_steps = interval_good_steps = 0;
       t_data = t_forward_backward = t_reduce = t_optimizer = 0;
       interval_start = Clock::now();

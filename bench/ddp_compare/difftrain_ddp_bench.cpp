@@ -1,8 +1,8 @@
 // difftrain's side of the PyTorch DDP comparison: the trainer's U-Net, GradientReducer (buckets
-// launched during backward), grad-norm clip, AdamW and EMA, on random images, one MPI rank per
-// process: the same step as bench/ddp_compare/ddp_unet.py takes. Rank 0 prints images/s and the
-// share of each step spent waiting for gradients after backward (communication not hidden), for
-// steps with buckets launched during backward and, interleaved with them, after it.
+// launched during backward), BucketAdamW (grad-norm clip and AdamW) and EMA, on random images, one
+// MPI rank per process: the same step as bench/ddp_compare/ddp_unet.py takes. Rank 0 prints
+// images/s and the share of each step spent waiting for gradients after backward (communication not
+// hidden), for steps with buckets launched during backward and, interleaved with them, after it.
 //
 //   mpirun -np 2 --bind-to none ddp_compare_difftrain --config configs/fmnist-tiny.yaml
 //       --batch 8 [--overlap alternate|on|off] [--steps 20] [--threads 1]
@@ -19,6 +19,7 @@
 #include "launch/communicator.h"
 #include "launch/gradient_reducer.h"
 #include "launch/runtime.h"
+#include "trainer/bucket_adamw.h"
 #include "trainer/config.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/ema.h"
@@ -68,12 +69,10 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
   model->to(device);
   const trainer::NoiseSchedule schedule = trainer::noise_schedule(cfg);
   auto parameters = model->parameters();
-  torch::optim::AdamW optimizer(parameters, torch::optim::AdamWOptions(cfg.train.lr)
-                                                .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
-                                                .eps(cfg.train.adam_eps)
-                                                .weight_decay(cfg.train.weight_decay));
   launch::GradientReducer reducer(*gradients, parameters,
                                   static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
+  const trainer::AdamWSettings adamw = trainer::adamw_settings(cfg);
+  trainer::BucketAdamW optimizer(parameters, reducer.buckets(), adamw);
   trainer::Ema ema(*model, cfg.ema.decay);
   const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
   const std::vector<int64_t> shape = {args.batch, channels, size, size};
@@ -95,8 +94,7 @@ void run(const Args& args, const difftrain::launch::Runtime& runtime) {
     loss.backward();
     const auto backward_end = Clock::now();
     reducer.reduce();
-    if (cfg.train.grad_clip > 0) torch::nn::utils::clip_grad_norm_(parameters, cfg.train.grad_clip);
-    optimizer.step();
+    optimizer.step(cfg.train.lr);  // clips
     ema.update(*model);
     if (device.is_cuda()) torch::cuda::synchronize();
     const auto end = Clock::now();

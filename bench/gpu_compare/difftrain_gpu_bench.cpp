@@ -1,7 +1,7 @@
 // difftrain's side of the single-GPU comparison (bench/gpu_compare/run.sh): the trainer's U-Net
 // for a config, one process, the trainer's step (q_sample, forward under AutocastScope, eps-MSE
-// in fp32, backward, grad-norm clip, AdamW, EMA) on random images; then DDIM sampling through
-// trainer::sample. Prints training images/s, peak device memory of training and sampling
+// in fp32, backward, BucketAdamW with its grad-norm clip, EMA) on random images; then DDIM sampling
+// through trainer::sample. Prints training images/s, peak device memory of training and sampling
 // images/s, as a line and as "RESULT {json}" (the same keys as unet_bench.py).
 //
 //   gpu_compare_difftrain --config configs/ddpm-cifar10.yaml [--device cuda] [--batch 128]
@@ -16,6 +16,7 @@
 #include <string>
 
 #include "bench/gpu_compare/peak_memory.h"
+#include "trainer/bucket_adamw.h"
 #include "trainer/config.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/diffusion/sampler.h"
@@ -63,11 +64,10 @@ void run(const Args& args) {
   model->to(device);
   const int64_t parameters = trainer::parameter_count(*model);
   const trainer::NoiseSchedule schedule = trainer::noise_schedule(cfg);
-  torch::optim::AdamW optimizer(model->parameters(),
-                                torch::optim::AdamWOptions(cfg.train.lr)
-                                    .betas({cfg.train.adam_beta1, cfg.train.adam_beta2})
-                                    .eps(cfg.train.adam_eps)
-                                    .weight_decay(cfg.train.weight_decay));
+  const trainer::AdamWSettings adamw = trainer::adamw_settings(cfg);
+  const std::vector<difftrain::launch::GradientBucket> buckets =
+      trainer::single_gradient_bucket(model->parameters());
+  trainer::BucketAdamW optimizer(model->parameters(), buckets, adamw);
   trainer::Ema ema(*model, cfg.ema.decay);
   const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
   const std::vector<int64_t> shape = {args.batch, channels, size, size};
@@ -82,17 +82,14 @@ void run(const Args& args) {
     const at::Tensor t = torch::randint(0, schedule.timesteps(), {args.batch},
                                         torch::TensorOptions().dtype(torch::kLong).device(device));
     const at::Tensor eps = torch::randn(shape, torch::TensorOptions().device(device));
-    optimizer.zero_grad();
+    buckets.front().flat.zero_();
     at::Tensor eps_hat;
     {
       trainer::AutocastScope autocast(precision, device.type());  // forward only
       eps_hat = model->forward(schedule.q_sample(x0, t, eps), t);
     }
     trainer::eps_mse_loss(eps_hat, eps).backward();
-    if (cfg.train.grad_clip > 0) {
-      torch::nn::utils::clip_grad_norm_(model->parameters(), cfg.train.grad_clip);
-    }
-    optimizer.step();
+    optimizer.step(cfg.train.lr);  // clips; never waits for the device
     ema.update(*model);
   };
   model->train();

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <any>
 #include <chrono>
 #include <future>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "data/data_error.h"
 #include "data/shard_writer.h"
@@ -85,6 +89,49 @@ TEST(PrefetcherTest, ReaderErrorIsRethrownFromNextAfterEarlierBatches) {
   }
   // It stays failed rather than hanging.
   EXPECT_THROW(prefetcher.next(), DataError);
+}
+
+TEST(PrefetcherTest, PrepareRunsOnTheReaderThreadInStepOrder) {
+  TempDir dir;
+  write_shards(make_images(16, kShape, 3), dir.path(), 2);
+  const Dataset dataset(dir.path());
+  const DistributedSampler sampler(16, 4, 2);
+  const std::thread::id caller = std::this_thread::get_id();
+  Prefetcher prefetcher(dataset, sampler, 0, 1, /*first_step=*/2, /*depth=*/2,
+                        [caller](const Batch& batch) -> std::any {
+                          if (std::this_thread::get_id() == caller) return std::string("caller");
+                          int64_t label_sum = 0;
+                          for (int64_t label : batch.labels) label_sum += label;
+                          return std::make_pair(batch.step, label_sum);
+                        });
+  for (int64_t step = 2; step < 9; ++step) {
+    const Batch batch = prefetcher.next();
+    const auto* prepared = std::any_cast<std::pair<int64_t, int64_t>>(&batch.prepared);
+    ASSERT_NE(prepared, nullptr) << "prepare ran on the caller's thread or not at all";
+    EXPECT_EQ(prepared->first, step);
+    int64_t label_sum = 0;
+    for (int64_t label : batch.labels) label_sum += label;
+    EXPECT_EQ(prepared->second, label_sum);
+  }
+}
+
+TEST(PrefetcherTest, PrepareErrorIsRethrownFromNextAfterEarlierBatches) {
+  TempDir dir;
+  write_shards(make_images(16, kShape, 0), dir.path(), 1);
+  const Dataset dataset(dir.path());
+  const DistributedSampler sampler(16, 4, 0);
+  Prefetcher prefetcher(dataset, sampler, 0, 1, 0, 2, [](const Batch& batch) -> std::any {
+    if (batch.step == 2) throw std::runtime_error("prepare failed at step 2");
+    return batch.step;
+  });
+  EXPECT_EQ(std::any_cast<int64_t>(prefetcher.next().prepared), 0);
+  EXPECT_EQ(std::any_cast<int64_t>(prefetcher.next().prepared), 1);
+  try {
+    prefetcher.next();
+    FAIL() << "no error from prepare";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "prepare failed at step 2");
+  }
 }
 
 TEST(PrefetcherTest, RejectsBadArguments) {

@@ -8,7 +8,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
+#include "trainer/bucket_adamw.h"
 #include "trainer/ema.h"
 
 namespace difftrain::trainer {
@@ -35,14 +37,25 @@ class CheckpointTest : public ::testing::Test {
   fs::path dir_;
 };
 
-std::string encode(Net& net, Ema& ema, torch::optim::AdamW& optimizer, int64_t step) {
+// The trainer's optimizer over one gradient bucket holding every .grad() of `net`.
+struct Optimizer {
+  explicit Optimizer(Net& net)
+      : buckets(single_gradient_bucket(net.parameters())),
+        adamw(std::make_unique<BucketAdamW>(net.parameters(), buckets, AdamWSettings{})) {}
+  void zero_grad() { buckets.front().flat.zero_(); }
+  void step() { adamw->step(1e-2); }
+  std::vector<launch::GradientBucket> buckets;
+  std::unique_ptr<BucketAdamW> adamw;
+};
+
+std::string encode(Net& net, Ema& ema, Optimizer& optimizer, int64_t step) {
   CheckpointInfo info;
   info.step = step;
   info.world_size = 2;
   info.global_batch = 16;
   info.config_yaml = "train:\n  steps: 5\n";
   info.versions = "test";
-  return encode_checkpoint(info, net, &ema, &optimizer);
+  return encode_checkpoint(info, net, &ema, optimizer.adamw.get());
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {
@@ -52,7 +65,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 TEST_F(CheckpointTest, RoundTripRestoresEverything) {
   torch::manual_seed(1);
   Net net;
-  torch::optim::AdamW optimizer(net.parameters(), torch::optim::AdamWOptions(1e-2));
+  Optimizer optimizer(net);
   Ema ema(net, 0.9);
   for (int i = 0; i < 3; ++i) {
     optimizer.zero_grad();
@@ -64,7 +77,7 @@ TEST_F(CheckpointTest, RoundTripRestoresEverything) {
 
   torch::manual_seed(2);
   Net other;
-  torch::optim::AdamW other_optimizer(other.parameters(), torch::optim::AdamWOptions(1e-2));
+  Optimizer other_optimizer(other);
   Ema other_ema(other, 0.9);
   LoadedCheckpoint loaded = LoadedCheckpoint::open(path("a.ckpt"), torch::kCPU);
   EXPECT_EQ(loaded.info().step, 3);
@@ -73,7 +86,7 @@ TEST_F(CheckpointTest, RoundTripRestoresEverything) {
   EXPECT_EQ(loaded.info().config_yaml, "train:\n  steps: 5\n");
   loaded.load_model(other);
   loaded.load_ema(other_ema);
-  loaded.load_optimizer(other_optimizer);
+  loaded.load_optimizer(*other_optimizer.adamw);
   EXPECT_TRUE(torch::equal(other.fc->weight, net.fc->weight));
   EXPECT_EQ(other_ema.updates(), 3);
 
@@ -94,7 +107,7 @@ TEST_F(CheckpointTest, RoundTripRestoresEverything) {
 
 TEST_F(CheckpointTest, TruncatedAndBitFlippedFilesAreDetected) {
   Net net;
-  torch::optim::AdamW optimizer(net.parameters(), torch::optim::AdamWOptions(1e-2));
+  Optimizer optimizer(net);
   Ema ema(net, 0.9);
   const std::string bytes = encode(net, ema, optimizer, 1);
 
@@ -149,7 +162,7 @@ TEST_F(CheckpointTest, PruneKeepsNewestMultiplesAndLatest) {
 
 TEST_F(CheckpointTest, OpenNewestGoodSkipsBadFiles) {
   Net net;
-  torch::optim::AdamW optimizer(net.parameters(), torch::optim::AdamWOptions(1e-2));
+  Optimizer optimizer(net);
   Ema ema(net, 0.9);
   CheckpointStore store(dir_.string());
   EXPECT_FALSE(store.open_newest_good(torch::kCPU, [](const std::string&) {}).has_value());

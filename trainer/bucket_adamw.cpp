@@ -1,0 +1,183 @@
+// AdamW with device-side clipping and non-finite skip over flat buckets.
+#include "trainer/bucket_adamw.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize/archive.h>
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace difftrain::trainer {
+namespace {
+
+// torch::optim's state map is keyed by the parameter's TensorImpl address: as a string in
+// LibTorch 1.13, as a void* in 2.x.
+template <typename Map>
+typename Map::key_type state_key(const Map& /*state*/, const at::Tensor& parameter) {
+  using Key = typename Map::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;  // what c10::guts::to_string wrote in 1.13
+    text << parameter.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return static_cast<Key>(parameter.unsafeGetTensorImpl());
+  }
+}
+
+torch::optim::AdamWOptions shell_options(const AdamWSettings& settings, double lr) {
+  return torch::optim::AdamWOptions(lr)
+      .betas(std::make_tuple(settings.beta1, settings.beta2))
+      .eps(settings.eps)
+      .weight_decay(settings.weight_decay);
+}
+
+}  // namespace
+
+BucketAdamW::BucketAdamW(const std::vector<at::Tensor>& parameters,
+                         const std::vector<launch::GradientBucket>& buckets,
+                         const AdamWSettings& settings)
+    : parameters_(parameters), places_(parameters.size()), settings_(settings) {
+  if (buckets.empty()) throw std::logic_error("BucketAdamW: no gradient buckets");
+  for (const auto& source : buckets) {
+    Bucket bucket;
+    bucket.grad = source.flat;
+    bucket.exp_avg = at::zeros_like(source.flat);
+    bucket.exp_avg_sq = at::zeros_like(source.flat);
+    bucket.update = at::zeros_like(source.flat);
+    bucket.parameters = source.parameters;
+    int64_t offset = 0;
+    for (const auto& p : source.parameters) {
+      bucket.update_views.push_back(bucket.update.narrow(0, offset, p.numel()).view(p.sizes()));
+      size_t index = 0;
+      while (index < parameters_.size() && !parameters_[index].is_same(p)) ++index;
+      if (index == parameters_.size()) {
+        throw std::logic_error("BucketAdamW: a bucket's parameter is not among the parameters");
+      }
+      places_[index] = {static_cast<int64_t>(buckets_.size()), offset};
+      offset += p.numel();
+    }
+    if (offset != source.flat.numel()) {
+      throw std::logic_error("BucketAdamW: a bucket's parameters do not fill its flat gradient");
+    }
+    buckets_.push_back(std::move(bucket));
+  }
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Place& place = places_[i];
+    if (place.bucket < 0) continue;
+    const at::Tensor& p = parameters_[i];
+    gradient_views_.push_back(buckets_[static_cast<size_t>(place.bucket)]
+                                  .grad.narrow(0, place.offset, p.numel())
+                                  .view(p.sizes()));
+  }
+  const at::TensorOptions scalar = buckets_.front().grad.options().dtype(at::kDouble);
+  step_ = at::zeros({}, scalar);
+  lr_ = at::zeros({}, scalar);
+}
+
+at::Tensor BucketAdamW::step(double lr) {
+  at::NoGradGuard no_grad;
+  const AdamWSettings& s = settings_;
+  // Global norm as clip_grad_norm_ computes it, the norm of the per-parameter norms in
+  // parameter order, so that it does not depend on the bucket layout.
+  const at::Tensor norm = at::stack(at::_foreach_norm(gradient_views_)).norm();
+  const at::Tensor finite = at::isfinite(norm);
+  const at::Tensor ok = finite.to(at::kDouble);  // 1: take the step, 0: skip it
+  // Gradients become zero on a skipped step, so that the masked updates below leave everything
+  // unchanged; otherwise they are scaled by clip_grad_norm_'s min(1, max / (norm + 1e-6)).
+  const at::Tensor scale =
+      s.max_grad_norm > 0
+          ? at::where(finite, (s.max_grad_norm / (norm.to(at::kDouble) + 1e-6)).clamp_max(1.0),
+                      at::zeros_like(ok))
+          : ok;
+
+  lr_.fill_(lr);  // a kernel argument: no copy, no wait
+  step_.add_(ok);
+  const at::Tensor taken = step_.clamp_min(1.0);  // bias corrections of a never-taken step: 1
+  const at::Tensor bias1 = 1.0 - at::pow(s.beta1, taken);
+  const at::Tensor inv_sqrt_bias2 = (1.0 - at::pow(s.beta2, taken)).rsqrt();
+  const at::Tensor keep1 = 1.0 - (1.0 - s.beta1) * ok;  // beta1, or 1 on a skipped step
+  const at::Tensor keep2 = 1.0 - (1.0 - s.beta2) * ok;
+  const at::Tensor lr_ok = lr_ * ok;
+
+  for (auto& b : buckets_) {
+    b.grad.nan_to_num_(0.0, 0.0, 0.0).mul_(scale);
+    b.exp_avg.mul_(keep1).add_(b.grad, 1.0 - s.beta1);
+    b.exp_avg_sq.mul_(keep2).addcmul_(b.grad, b.grad, 1.0 - s.beta2);
+    // update = m / bias1 / (sqrt(v) / sqrt(bias2) + eps) + weight_decay * p, times lr.
+    at::sqrt_out(b.update, b.exp_avg_sq).mul_(inv_sqrt_bias2).add_(s.eps);
+    at::div_out(b.update, b.exp_avg, b.update).div_(bias1);
+    if (s.weight_decay != 0.0) at::_foreach_add_(b.update_views, b.parameters, s.weight_decay);
+    b.update.mul_(lr_ok);
+    at::_foreach_sub_(b.parameters, b.update_views);
+  }
+  return at::stack({norm.to(at::kDouble), 1.0 - ok});
+}
+
+int64_t BucketAdamW::step_count() const { return static_cast<int64_t>(step_.item<double>()); }
+
+void BucketAdamW::save(torch::serialize::OutputArchive& archive) const {
+  at::NoGradGuard no_grad;
+  torch::optim::AdamW shell(parameters_, shell_options(settings_, lr_.item<double>()));
+  const int64_t steps = step_count();
+  auto& state = shell.state();
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Place& place = places_[i];
+    if (place.bucket < 0 || steps == 0) continue;  // AdamW has no state before a first step
+    const Bucket& b = buckets_[static_cast<size_t>(place.bucket)];
+    const at::Tensor& p = parameters_[i];
+    auto entry = std::make_unique<torch::optim::AdamWParamState>();
+    entry->step(steps);
+    entry->exp_avg(b.exp_avg.narrow(0, place.offset, p.numel()).view(p.sizes()).clone());
+    entry->exp_avg_sq(b.exp_avg_sq.narrow(0, place.offset, p.numel()).view(p.sizes()).clone());
+    state[state_key(state, p)] = std::move(entry);
+  }
+  shell.save(archive);
+}
+
+void BucketAdamW::load(torch::serialize::InputArchive& archive) {
+  at::NoGradGuard no_grad;
+  torch::optim::AdamW shell(parameters_, shell_options(settings_, 0.0));
+  shell.load(archive);
+  auto& state = shell.state();
+  int64_t steps = 0;
+  for (auto& b : buckets_) {
+    b.exp_avg.zero_();
+    b.exp_avg_sq.zero_();
+  }
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    const Place& place = places_[i];
+    const auto found = state.find(state_key(state, parameters_[i]));
+    if (place.bucket < 0 || found == state.end()) continue;
+    const auto& entry = static_cast<const torch::optim::AdamWParamState&>(*found->second);
+    const Bucket& b = buckets_[static_cast<size_t>(place.bucket)];
+    const int64_t n = parameters_[i].numel();
+    b.exp_avg.narrow(0, place.offset, n).copy_(entry.exp_avg().reshape({n}));
+    b.exp_avg_sq.narrow(0, place.offset, n).copy_(entry.exp_avg_sq().reshape({n}));
+    steps = std::max(steps, entry.step());
+  }
+  step_.fill_(static_cast<double>(steps));
+}
+
+std::vector<launch::GradientBucket> single_gradient_bucket(
+    const std::vector<at::Tensor>& parameters) {
+  launch::GradientBucket bucket;
+  int64_t numel = 0;
+  for (const auto& p : parameters) {
+    if (!p.requires_grad()) continue;
+    bucket.parameters.push_back(p);
+    numel += p.numel();
+  }
+  if (bucket.parameters.empty()) throw std::logic_error("single_gradient_bucket: no parameters");
+  bucket.flat = at::zeros({numel}, bucket.parameters.front().options().requires_grad(false));
+  int64_t offset = 0;
+  for (auto& p : bucket.parameters) {
+    p.mutable_grad() = bucket.flat.narrow(0, offset, p.numel()).view(p.sizes());
+    offset += p.numel();
+  }
+  return {bucket};
+}
+
+}  // namespace difftrain::trainer

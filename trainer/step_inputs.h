@@ -1,0 +1,45 @@
+// One rank's inputs to one micro-step (images, labels, timesteps and noise), made on the
+// prefetch thread so that the training step only launches copies and compute.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <any>
+#include <cstdint>
+
+#include "data/prefetcher.h"
+
+namespace difftrain::trainer {
+
+struct StepInputs {
+  at::Tensor images;     // uint8 [B,C,H,W] as stored
+  at::Tensor labels;     // int64 [B], dropped labels set to num_classes; undefined if unconditional
+  at::Tensor timesteps;  // int64 [B]
+  at::Tensor eps;        // float32 [B,C,H,W]
+};
+
+// What prepare_step_inputs needs to place a prefetched batch in its optimizer step.
+struct StepInputPlan {
+  uint64_t seed = 0;
+  int64_t grad_accum_steps = 1;    // micro-steps per optimizer step
+  int64_t micro_global_batch = 0;  // images per micro-step over all ranks
+  int64_t first_in_rank = 0;       // this rank's first position in a micro-step: rank * batch
+  int64_t timesteps = 0;           // T
+  int64_t num_classes = 0;         // 0: unconditional
+  double label_dropout = 0;
+  bool pin_memory = false;  // page-locked host tensors (CUDA devices)
+};
+
+// Builds the inputs of prefetched batch number `batch.step` (a micro-step index: optimizer step
+// batch.step / grad_accum_steps). The noise is draw_step_noise's for the batch's global
+// positions, so it does not depend on where or when it is drawn.
+StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& plan);
+
+// A Prefetcher hook that attaches prepare_step_inputs' result to every batch.
+data::PrepareBatch step_input_preparer(const StepInputPlan& plan);
+
+// The inputs on `device`: asynchronous copies where the host tensors are pinned.
+StepInputs to_device(const StepInputs& inputs, const c10::Device& device);
+
+}  // namespace difftrain::trainer
