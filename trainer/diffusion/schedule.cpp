@@ -145,10 +145,20 @@ at::Tensor NoiseSchedule::gather(const at::Tensor& table, const at::Tensor& t,
   std::vector<int64_t> coefficient_shape(static_cast<size_t>(like.dim()), 1);
   coefficient_shape[0] = like.size(0);
   const at::Tensor index = t.to(at::kLong);
-  return table.to(index.device())
+  return on_device(table, index.device())
       .index_select(0, index)
       .to(like.device(), like.scalar_type())
       .reshape(coefficient_shape);
+}
+
+at::Tensor NoiseSchedule::on_device(const at::Tensor& table, const c10::Device& device) const {
+  if (device == table.device()) return table;
+  std::lock_guard<std::mutex> lock(device_copies_->mutex);
+  for (const DeviceCopy& entry : device_copies_->copies) {
+    if (entry.device == device && entry.source.is_same(table)) return entry.copy;
+  }
+  device_copies_->copies.push_back({table, device, table.to(device)});
+  return device_copies_->copies.back().copy;
 }
 
 at::Tensor NoiseSchedule::sqrt_alpha_bar_at(const at::Tensor& t, const at::Tensor& like) const {

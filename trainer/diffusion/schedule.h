@@ -5,6 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace difftrain::trainer {
@@ -61,6 +64,9 @@ class NoiseSchedule {
   void check_forward_arguments(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& eps,
                                const char* caller) const;
   at::Tensor gather(const at::Tensor& table, const at::Tensor& t, const at::Tensor& like) const;
+  // `table` on `device`, copied there once: a copy from pageable host memory at every call
+  // would make each q_sample (and each sampling step) wait for the GPU.
+  at::Tensor on_device(const at::Tensor& table, const c10::Device& device) const;
 
   BetaSchedule kind_;
   int64_t timesteps_;
@@ -68,6 +74,17 @@ class NoiseSchedule {
   at::Tensor alpha_bars_;
   at::Tensor sqrt_alpha_bars_;
   at::Tensor sqrt_one_minus_alpha_bars_;
+  struct DeviceCopy {
+    at::Tensor source;
+    c10::Device device;
+    at::Tensor copy;
+  };
+  struct DeviceCopies {
+    std::mutex mutex;
+    std::deque<DeviceCopy> copies;
+  };
+  std::shared_ptr<DeviceCopies> device_copies_ =
+      std::make_shared<DeviceCopies>();  // shared by copies
 };
 
 }  // namespace difftrain::trainer
