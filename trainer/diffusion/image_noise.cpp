@@ -28,11 +28,14 @@ ImageNoise::ImageNoise(uint64_t seed, int64_t first_index, int64_t batch)
 at::Tensor ImageNoise::draw(at::IntArrayRef image_shape, const c10::Device& device) {
   std::vector<int64_t> shape = {batch()};
   shape.insert(shape.end(), image_shape.begin(), image_shape.end());
-  at::Tensor noise = at::empty(shape, at::kFloat);
+  // Drawn on the CPU (per-image generators); for a GPU into pinned memory, so that the copy
+  // does not make the host wait for the GPU at every sampling step.
+  const bool pin = device.is_cuda();
+  at::Tensor noise = at::empty(shape, at::TensorOptions().dtype(at::kFloat).pinned_memory(pin));
   for (int64_t i = 0; i < batch(); ++i) {
     noise[i].normal_(0.0, 1.0, generators_[static_cast<size_t>(i)]);
   }
-  return noise.to(device);
+  return noise.to(device, /*non_blocking=*/pin);
 }
 
 }  // namespace difftrain::trainer

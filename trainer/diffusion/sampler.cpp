@@ -288,6 +288,14 @@ void check_cpu_generator(const at::Generator& generator) {
   }
 }
 
+// Standard normal noise drawn on the CPU, copied to `device` (through pinned memory for a GPU,
+// so that the host does not wait for the GPU at every step).
+at::Tensor cpu_randn(at::IntArrayRef shape, at::Generator& generator, const at::Device& device) {
+  const bool pin = device.is_cuda();
+  return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat).pinned_memory(pin))
+      .to(device, /*non_blocking=*/pin);
+}
+
 }  // namespace
 
 at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
@@ -298,8 +306,7 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
   const std::vector<int64_t> shape = x_T.sizes().vec();
   const at::Device device = x_T.device();
   return sample_from(
-      predictor, schedule, x_T, options,
-      [&] { return at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device); },
+      predictor, schedule, x_T, options, [&] { return cpu_randn(shape, generator, device); },
       on_step);
 }
 
@@ -308,8 +315,7 @@ at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                   const at::Device& device, const StepCallback& on_step) {
   validate(options, schedule.timesteps());
   check_cpu_generator(generator);
-  const at::Tensor x_T =
-      at::randn(shape, generator, at::TensorOptions().dtype(at::kFloat)).to(device);
+  const at::Tensor x_T = cpu_randn(shape, generator, device);
   return sample_from(predictor, schedule, x_T, options, generator, on_step);
 }
 
