@@ -77,7 +77,16 @@ BucketAdamW::BucketAdamW(const std::vector<at::Tensor>& parameters,
   lr_ = at::zeros({}, scalar);
 }
 
+void BucketAdamW::set_learning_rate(double lr) {
+  lr_.fill_(lr);  // a kernel argument: no copy, no wait
+}
+
 at::Tensor BucketAdamW::step(double lr) {
+  set_learning_rate(lr);
+  return step();
+}
+
+at::Tensor BucketAdamW::step() {
   at::NoGradGuard no_grad;
   const AdamWSettings& s = settings_;
   // Global norm as clip_grad_norm_ computes it, the norm of the per-parameter norms in
@@ -93,7 +102,6 @@ at::Tensor BucketAdamW::step(double lr) {
                       at::zeros_like(ok))
           : ok;
 
-  lr_.fill_(lr);  // a kernel argument: no copy, no wait
   step_.add_(ok);
   const at::Tensor taken = step_.clamp_min(1.0);  // bias corrections of a never-taken step: 1
   const at::Tensor bias1 = 1.0 - at::pow(s.beta1, taken);

@@ -40,9 +40,17 @@ class BucketAdamW {
   BucketAdamW(const std::vector<at::Tensor>& parameters,
               const std::vector<launch::GradientBucket>& buckets, const AdamWSettings& settings);
 
-  // Clips the gradients (in place) and updates the parameters at learning rate `lr`, or skips
-  // the update when the gradient norm is not finite. Launches device work only and returns a
-  // float64 device tensor [gradient norm before clipping, 1 if skipped else 0].
+  // Sets the learning rate of the next step() (a fill kernel on the device, no wait). Not
+  // inside a CUDA graph capture: a captured step() reads whatever was set before each replay.
+  void set_learning_rate(double lr);
+
+  // Clips the gradients (in place) and updates the parameters at the learning rate last set,
+  // or skips the update when the gradient norm is not finite. Launches device work only (so a
+  // CUDA graph can capture it) and returns a float64 device tensor [gradient norm before
+  // clipping, 1 if skipped else 0].
+  at::Tensor step();
+
+  // set_learning_rate(lr), then step().
   at::Tensor step(double lr);
 
   // Steps taken, skipped ones not counted (reads the device: synchronises).

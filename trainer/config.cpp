@@ -282,6 +282,12 @@ std::vector<ConfigKey> build_keys() {
         }
         return "";
       }));
+  k.push_back(make_key<bool>(
+      "train.cuda_graph", "bool",
+      "Capture the training step in a CUDA graph after 3 eager steps and replay it (one GPU, "
+      "train.grad_accum_steps 1); elsewhere the run logs why not and trains without.",
+      [](Config & c) -> auto& { return c.train.cuda_graph; },
+      [](const Config&) { return std::string(); }));
   // ema
   k.push_back(make_key<double>(
       "ema.decay", "float",

@@ -55,6 +55,7 @@ struct Config {
     std::string precision = "fp32";
     int64_t max_bad_steps = 10;
     std::string time_limit;
+    bool cuda_graph = false;
   } train;
   struct Ema {
     double decay = 0.9999;

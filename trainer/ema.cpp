@@ -1,18 +1,45 @@
-// EMA of model weights with warm-up, updated with multi-tensor (foreach) operations.
+// EMA of model weights with warm-up: a flat shadow updated by one lerp with a device weight.
 #include "trainer/ema.h"
 
 #include <ATen/ATen.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace difftrain::trainer {
+namespace {
+
+// Each tensor as a 1-D tensor (a view where it is contiguous).
+std::vector<at::Tensor> flattened(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+  return flat;
+}
+
+}  // namespace
 
 Ema::Ema(const torch::nn::Module& model, double decay) : decay_(decay) {
   torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> params;
   for (const auto& item : model.named_parameters()) {
     names_.push_back(item.key());
-    shadow_params_.push_back(item.value().detach().clone());
+    params.push_back(item.value());
+  }
+  if (params.empty()) throw std::logic_error("Ema: the model has no parameters");
+  for (const auto& p : params) {
+    if (p.scalar_type() != params.front().scalar_type() || p.device() != params.front().device()) {
+      throw std::logic_error("Ema: parameters of different dtypes or devices");
+    }
+  }
+  shadow_flat_ = at::cat(flattened(params));
+  staging_flat_ = at::empty_like(shadow_flat_);
+  weight_ = at::zeros({}, shadow_flat_.options());
+  int64_t offset = 0;
+  for (const auto& p : params) {
+    shadow_params_.push_back(shadow_flat_.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
   }
   for (const auto& item : model.named_buffers()) {
     buffer_names_.push_back(item.key());
@@ -26,16 +53,21 @@ double Ema::decay_for(int64_t update_number) const {
 }
 
 void Ema::update(const torch::nn::Module& model) {
+  begin_update();
+  apply_update(model);
+}
+
+void Ema::begin_update() {
+  ++updates_;
+  weight_.fill_(1.0 - decay_for(updates_));  // a kernel argument: no copy, no wait
+}
+
+void Ema::apply_update(const torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
-  const double d = decay_for(updates_ + 1);
-  std::vector<at::Tensor> params;
-  params.reserve(shadow_params_.size());
-  for (const auto& p : model.parameters()) params.push_back(p.detach());
-  at::_foreach_mul_(shadow_params_, d);
-  at::_foreach_add_(shadow_params_, params, 1.0 - d);
+  at::cat_out(staging_flat_, flattened(model.parameters()));
+  shadow_flat_.lerp_(staging_flat_, weight_);
   size_t i = 0;
   for (const auto& b : model.buffers()) shadow_buffers_[i++].copy_(b);
-  ++updates_;
 }
 
 void Ema::copy_to(torch::nn::Module& model) const {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -51,6 +52,27 @@ StepInputs to_device(const StepInputs& inputs, const c10::Device& device) {
     return t.to(device, /*non_blocking=*/t.is_pinned());
   };
   return {move(inputs.images), move(inputs.labels), move(inputs.timesteps), move(inputs.eps)};
+}
+
+void copy_to_device(const StepInputs& inputs, const c10::Device& device, StepInputs& on_device) {
+  if (!on_device.images.defined()) {
+    on_device = to_device(inputs, device);
+    return;
+  }
+  auto copy = [](const char* name, const at::Tensor& from, at::Tensor& to) {
+    if (from.defined() != to.defined() || (from.defined() && from.sizes() != to.sizes())) {
+      std::ostringstream message;
+      message << "copy_to_device: " << name << " "
+              << (from.defined() ? c10::str(from.sizes()) : "absent") << " do not fit buffers "
+              << (to.defined() ? c10::str(to.sizes()) : "absent");
+      throw std::logic_error(message.str());
+    }
+    if (from.defined()) to.copy_(from, /*non_blocking=*/from.is_pinned());
+  };
+  copy("images", inputs.images, on_device.images);
+  copy("labels", inputs.labels, on_device.labels);
+  copy("timesteps", inputs.timesteps, on_device.timesteps);
+  copy("noise", inputs.eps, on_device.eps);
 }
 
 }  // namespace difftrain::trainer

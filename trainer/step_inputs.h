@@ -42,4 +42,10 @@ data::PrepareBatch step_input_preparer(const StepInputPlan& plan);
 // The inputs on `device`: asynchronous copies where the host tensors are pinned.
 StepInputs to_device(const StepInputs& inputs, const c10::Device& device);
 
+// Copies `inputs` into the fixed buffers `on_device` (made by to_device() the first time,
+// reused after), asynchronously where the host tensors are pinned: a step captured in a CUDA
+// graph reads the same device memory at every replay. Throws std::logic_error when a tensor's
+// shape or presence differs from the buffers'.
+void copy_to_device(const StepInputs& inputs, const c10::Device& device, StepInputs& on_device);
+
 }  // namespace difftrain::trainer

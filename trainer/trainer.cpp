@@ -28,6 +28,7 @@
 #include "trainer/resume.h"
 #include "trainer/rng.h"
 #include "trainer/run_monitor.h"
+#include "trainer/step_graph.h"
 #include "trainer/step_inputs.h"
 #include "trainer/step_readback.h"
 #include "trainer/stop_signal.h"
@@ -263,6 +264,86 @@ TrainResult Trainer::run() {
                               static_cast<int>(cfg.data.prefetch_batches),
                               step_input_preparer(input_plan));
 
+  // The device work of one micro-step: forward process, prediction, loss and backward (whose
+  // hooks start the gradient all-reduce on the step's last micro-step). Adds loss / accum to
+  // step_loss and returns the per-sample losses.
+  auto forward_backward = [&](const StepInputs& inputs, bool last_micro,
+                              at::Tensor& step_loss) -> at::Tensor {
+    at::Tensor x0 = inputs.images.to(torch::kFloat).div_(127.5).sub_(1.0);
+    const at::Tensor& t = inputs.timesteps;
+    const at::Tensor& eps = inputs.eps;
+    at::Tensor x_t = schedule.q_sample(x0, t, eps);
+    // The network predicts eps or v (model.prediction); the loss compares like with like.
+    at::Tensor target = prediction == Prediction::kV ? schedule.v_target(x0, t, eps) : eps;
+    at::Tensor output;
+    {
+      AutocastScope autocast(precision, device_.type());  // bf16: forward only
+      output = model->forward(x_t, t, inputs.labels);     // labels: class-conditional models only
+    }
+    output = output.to(torch::kFloat);  // fp32 loss and gradients
+    at::Tensor loss = eps_mse_loss(output, target);
+    reducer.prepare_for_backward(last_micro);
+    (loss / static_cast<double>(accum)).backward();
+    step_loss += loss.detach() / static_cast<double>(accum);
+    return per_sample_mse(output.detach(), target);
+  };
+
+  // After the last micro-step: average gradients over ranks; clip, step the optimizer at the
+  // learning rate set before and update the EMA with the weight set before. A non-finite
+  // gradient norm makes the optimizer step change nothing (decided on the device, the same on
+  // every rank, since every rank holds the same averaged gradient); the EMA still takes its
+  // step, towards the unchanged weights. Returns the step's numbers on the device, for the
+  // host to read a step later: [loss, loss sums and counts by timestep quartile, grad norm,
+  // skipped].
+  auto finish_step = [&](const at::Tensor& step_loss, const at::Tensor& per_sample_loss,
+                         const at::Tensor& timesteps, StepRecord& record) -> at::Tensor {
+    auto phase = Clock::now();
+    reducer.reduce();
+    record.allreduce_s = seconds_since(phase);
+    phase = Clock::now();
+    const at::Tensor outcome = optimizer.step();  // [grad norm, skipped]
+    ema.apply_update(*model);
+    record.optimizer_s = seconds_since(phase);
+    StepRecord losses;
+    losses.loss = step_loss;
+    losses.per_sample_loss = per_sample_loss;
+    losses.timesteps = timesteps;
+    return torch::cat({monitor.step_values(losses), outcome});
+  };
+
+  auto seed_dropout = [&](int64_t step, int64_t first_position) {
+    torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
+                                   static_cast<uint64_t>(first_position)));
+  };
+
+  // train.cuda_graph: after kStepGraphWarmupSteps eager steps on the graph's stream the whole
+  // step (one micro-step, reduce, optimizer, EMA) is captured once and replayed; each step's
+  // inputs are first copied into the fixed buffers `graph_inputs`, and the learning rate, EMA
+  // weight and dropout seed are set outside it. A run that cannot use it says why and trains
+  // eagerly.
+  std::unique_ptr<StepGraph> graph;
+  if (cfg.train.cuda_graph) {
+    const std::string why = step_graph_unavailable_reason(device_, world, accum);
+    if (why.empty()) {
+      graph = std::make_unique<StepGraph>(device_);
+      spdlog::info("train.cuda_graph: the step is captured after {} eager steps",
+                   kStepGraphWarmupSteps);
+    } else {
+      spdlog::warn("train.cuda_graph: not used: {}; training without a CUDA graph", why);
+    }
+  }
+  StepInputs graph_inputs;  // what a captured step reads
+  at::Tensor graph_values;  // and what it writes: finish_step's numbers
+  int64_t graph_warmup_steps = 0;
+  auto graph_body = [&]() -> at::Tensor {
+    StepRecord unused;  // host timings mean nothing inside a graph
+    reducer.zero_grad();
+    at::Tensor step_loss =
+        torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
+    const at::Tensor per_sample_loss = forward_backward(graph_inputs, true, step_loss);
+    return finish_step(step_loss, per_sample_loss, graph_inputs.timesteps, unused);
+  };
+
   // Interval statistics, reset at each progress line.
   double interval_loss = 0;  // sum of the good steps' losses
   int64_t interval_steps = 0, interval_good_steps = 0, bad_in_a_row = 0;
@@ -271,99 +352,93 @@ TrainResult Trainer::run() {
 
   for (int64_t step = start_step; step < cfg.train.steps; ++step) {
     const auto step_start = Clock::now();
-    StepRecord record;  // this step's metrics: phase times, per-sample losses and timesteps
-    std::vector<at::Tensor> sample_losses, sample_timesteps;
-    reducer.zero_grad();
-    at::Tensor step_loss =
-        torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
-    for (int64_t micro = 0; micro < accum; ++micro) {
-      // Fetch this rank's slice of the micro-step's global batch, and its noise.
-      auto phase = Clock::now();
-      const StepInputs inputs =
-          to_device(std::any_cast<const StepInputs&>(prefetcher.next().prepared), device_);
-      at::Tensor x0 = inputs.images.to(torch::kFloat).div_(127.5).sub_(1.0);
-      const at::Tensor& t = inputs.timesteps;
-      const at::Tensor& eps = inputs.eps;
-      const at::Tensor& labels = inputs.labels;  // class-conditional models only
-      const int64_t first_position = micro * micro_global_batch + rank * batch;
-      record.data_wait_s += seconds_since(phase);
-
-      // Forward process, prediction, loss, backward; dropout draws from (seed, step, position).
-      phase = Clock::now();
-      torch::manual_seed(derive_seed(seed, kDropoutPurpose, static_cast<uint64_t>(step),
-                                     static_cast<uint64_t>(first_position)));
-      at::Tensor x_t = schedule.q_sample(x0, t, eps);
-      // The network predicts eps or v (model.prediction); the loss compares like with like.
-      at::Tensor target = prediction == Prediction::kV ? schedule.v_target(x0, t, eps) : eps;
-      at::Tensor output;
-      {
-        AutocastScope autocast(precision, device_.type());  // bf16: forward only
-        output = model->forward(x_t, t, labels);
-      }
-      output = output.to(torch::kFloat);  // fp32 loss and gradients
-      at::Tensor loss = eps_mse_loss(output, target);
-      reducer.prepare_for_backward(micro + 1 == accum);
-      (loss / static_cast<double>(accum)).backward();
-      step_loss += loss.detach() / static_cast<double>(accum);
-      sample_losses.push_back(per_sample_mse(output.detach(), target));
-      sample_timesteps.push_back(t);
-      record.forward_backward_s += seconds_since(phase);
-    }
-
-    // Average gradients over ranks.
-    auto phase = Clock::now();
-    reducer.reduce();
-    record.allreduce_s = seconds_since(phase);
-
-    // Clip, step the optimizer at this step's learning rate and update the EMA. A non-finite
-    // gradient norm makes the optimizer step change nothing (decided on the device, the same on
-    // every rank, since every rank holds the same averaged gradient); the EMA still takes its
-    // step, towards the unchanged weights.
-    phase = Clock::now();
+    StepRecord record;  // this step's metrics: phase times, learning rate, EMA decay
     const double lr = learning_rate_at(cfg, step);
-    const at::Tensor outcome = optimizer.step(lr);  // [grad norm, skipped]
-    ema.update(*model);
+    optimizer.set_learning_rate(lr);
+    ema.begin_update();
+    at::Tensor values;  // finish_step's numbers
+    if (graph) {
+      auto phase = Clock::now();
+      copy_to_device(std::any_cast<const StepInputs&>(prefetcher.next().prepared), device_,
+                     graph_inputs);
+      record.data_wait_s = seconds_since(phase);
+      phase = Clock::now();
+      seed_dropout(step, rank * batch);
+      if (graph->captured()) {
+        graph->replay();
+        values = graph_values;
+      } else if (graph_warmup_steps < kStepGraphWarmupSteps) {
+        values = graph->run_eagerly(graph_body);
+        ++graph_warmup_steps;
+      } else {
+        try {
+          graph_values = graph->capture(graph_body);
+          graph->replay();
+          values = graph_values;
+          spdlog::info("train.cuda_graph: step {} captured; replaying it from here on", step + 1);
+        } catch (const std::runtime_error& e) {
+          spdlog::warn("train.cuda_graph: not used: {}; training without a CUDA graph", e.what());
+          graph.reset();
+          seed_dropout(step, rank * batch);
+          values = graph_body();
+        }
+      }
+      record.forward_backward_s = seconds_since(phase);
+    } else {
+      reducer.zero_grad();
+      at::Tensor step_loss =
+          torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat).device(device_));
+      std::vector<at::Tensor> sample_losses, sample_timesteps;
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        // Fetch this rank's slice of the micro-step's global batch, and its noise.
+        auto phase = Clock::now();
+        const StepInputs inputs =
+            to_device(std::any_cast<const StepInputs&>(prefetcher.next().prepared), device_);
+        record.data_wait_s += seconds_since(phase);
+        // Dropout draws from (seed, step, position).
+        phase = Clock::now();
+        seed_dropout(step, micro * micro_global_batch + rank * batch);
+        sample_losses.push_back(forward_backward(inputs, micro + 1 == accum, step_loss));
+        sample_timesteps.push_back(inputs.timesteps);
+        record.forward_backward_s += seconds_since(phase);
+      }
+      values =
+          finish_step(step_loss, torch::cat(sample_losses), torch::cat(sample_timesteps), record);
+    }
     ++interval_steps;
-    record.optimizer_s = seconds_since(phase);
     result.final_step = step + 1;
 
     // The step's numbers reach the host a step later (the device is not waited for here): then
     // its metrics are recorded and a skipped step is counted and reported.
     record.step = step + 1;
     record.images = batch * accum;
-    record.loss = step_loss;
-    record.per_sample_loss = torch::cat(sample_losses);
-    record.timesteps = torch::cat(sample_timesteps);
     record.learning_rate = lr;
     record.ema_decay = ema.decay_for(ema.updates());
     record.step_s = seconds_since(step_start);
-    readback.push(
-        torch::cat({monitor.step_values(record), outcome}),
-        [&, record](const double* values) mutable {
-          const double loss = values[0];
-          record.grad_norm = values[RunMonitor::kStepValueCount];
-          record.skipped_nonfinite = values[RunMonitor::kStepValueCount + 1] > 0;
-          record.loss = at::Tensor();
-          monitor.record_step(record, values);
-          if (!record.skipped_nonfinite) {
-            bad_in_a_row = 0;
-            interval_loss += loss;
-            ++interval_good_steps;
-            return;
-          }
-          ++result.skipped_steps;
-          ++bad_in_a_row;
-          spdlog::warn(
-              "step {}: non-finite gradient norm ({}), local loss {}; update skipped "
-              "({} in a row)",
-              record.step, record.grad_norm, loss, bad_in_a_row);
-          if (bad_in_a_row >= cfg.train.max_bad_steps) {
-            throw std::runtime_error(
-                "step " + std::to_string(record.step) + ": " + std::to_string(bad_in_a_row) +
-                " non-finite steps in a row (train.max_bad_steps) on rank " + std::to_string(rank) +
-                "; stopping with the last good checkpoint untouched (lower train.lr?)");
-          }
-        });
+    readback.push(values, [&, record](const double* numbers) mutable {
+      const double loss = numbers[0];
+      record.grad_norm = numbers[RunMonitor::kStepValueCount];
+      record.skipped_nonfinite = numbers[RunMonitor::kStepValueCount + 1] > 0;
+      monitor.record_step(record, numbers);
+      if (!record.skipped_nonfinite) {
+        bad_in_a_row = 0;
+        interval_loss += loss;
+        ++interval_good_steps;
+        return;
+      }
+      ++result.skipped_steps;
+      ++bad_in_a_row;
+      spdlog::warn(
+          "step {}: non-finite gradient norm ({}), local loss {}; update skipped "
+          "({} in a row)",
+          record.step, record.grad_norm, loss, bad_in_a_row);
+      if (bad_in_a_row >= cfg.train.max_bad_steps) {
+        throw std::runtime_error(
+            "step " + std::to_string(record.step) + ": " + std::to_string(bad_in_a_row) +
+            " non-finite steps in a row (train.max_bad_steps) on rank " + std::to_string(rank) +
+            "; stopping with the last good checkpoint untouched (lower train.lr?)");
+      }
+    });
     t_data += record.data_wait_s;
     t_forward_backward += record.forward_backward_s;
     t_reduce += record.allreduce_s;

@@ -1,11 +1,14 @@
 // difftrain's side of the single-GPU comparison (bench/gpu_compare/run.sh): the trainer's U-Net
 // for a config, one process, the trainer's step (q_sample, forward under AutocastScope, eps-MSE
-// in fp32, backward, BucketAdamW with its grad-norm clip, EMA) on random images; then DDIM sampling
-// through trainer::sample. Prints training images/s, peak device memory of training and sampling
-// images/s, as a line and as "RESULT {json}" (the same keys as unet_bench.py).
+// in fp32, backward, BucketAdamW with its grad-norm clip, EMA) on random images drawn on the
+// device; with --cuda-graph that step captured once in a CUDA graph and replayed (what
+// train.cuda_graph does). Then DDIM sampling through trainer::sample. Prints training images/s,
+// peak device memory of training and sampling images/s, as a line and as "RESULT {json}" (the
+// same keys as unet_bench.py).
 //
 //   gpu_compare_difftrain --config configs/ddpm-cifar10.yaml [--device cuda] [--batch 128]
 //       [--steps 50] [--warmup 10] [--precision bf16] [--sample-steps 50] [--sample-batch 128]
+//       [--cuda-graph]
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +16,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "bench/gpu_compare/peak_memory.h"
@@ -23,6 +28,7 @@
 #include "trainer/ema.h"
 #include "trainer/model_builder.h"
 #include "trainer/precision.h"
+#include "trainer/step_graph.h"
 
 namespace {
 
@@ -39,6 +45,7 @@ struct Args {
   int64_t sample_batch = 128;
   int sample_repeats = 2;
   int threads = 0;
+  bool cuda_graph = false;
 };
 
 double seconds_since(Clock::time_point from) {
@@ -72,16 +79,17 @@ void run(const Args& args) {
   const int64_t channels = cfg.model.in_channels, size = cfg.model.image_size;
   const std::vector<int64_t> shape = {args.batch, channels, size, size};
 
-  // Training: the trainer's step on one device.
-  auto step = [&] {
-    const at::Tensor x0 = torch::randint(0, 256, shape, torch::kByte)
-                              .to(device)
+  // Training: the trainer's step on one device, its inputs drawn there (so that a graph can
+  // capture the draws too); learning rate and EMA weight set outside the step.
+  const at::TensorOptions on_device = torch::TensorOptions().device(device);
+  auto step = [&]() -> at::Tensor {
+    const at::Tensor x0 = torch::randint(0, 256, shape, on_device.dtype(torch::kByte))
                               .to(torch::kFloat)
                               .div_(127.5)
                               .sub_(1.0);
-    const at::Tensor t = torch::randint(0, schedule.timesteps(), {args.batch},
-                                        torch::TensorOptions().dtype(torch::kLong).device(device));
-    const at::Tensor eps = torch::randn(shape, torch::TensorOptions().device(device));
+    const at::Tensor t =
+        torch::randint(0, schedule.timesteps(), {args.batch}, on_device.dtype(torch::kLong));
+    const at::Tensor eps = torch::randn(shape, on_device);
     buckets.front().flat.zero_();
     at::Tensor eps_hat;
     {
@@ -89,15 +97,38 @@ void run(const Args& args) {
       eps_hat = model->forward(schedule.q_sample(x0, t, eps), t);
     }
     trainer::eps_mse_loss(eps_hat, eps).backward();
-    optimizer.step(cfg.train.lr);  // clips; never waits for the device
-    ema.update(*model);
+    const at::Tensor outcome = optimizer.step();  // clips; never waits for the device
+    ema.apply_update(*model);
+    return outcome;
   };
+  std::unique_ptr<trainer::StepGraph> graph;
+  if (args.cuda_graph) {
+    const std::string why = trainer::step_graph_unavailable_reason(device, 1, 1);
+    if (!why.empty()) throw std::runtime_error("--cuda-graph: " + why);
+    graph = std::make_unique<trainer::StepGraph>(device);
+  }
+  auto timed_step = [&] {
+    ema.begin_update();
+    if (!graph) {
+      step();
+    } else if (graph->captured()) {
+      graph->replay();
+    } else {
+      graph->run_eagerly(step);
+    }
+  };
+  optimizer.set_learning_rate(cfg.train.lr);
   model->train();
   bench::reset_peak_memory(device);
-  for (int i = 0; i < args.warmup; ++i) step();
+  for (int i = 0; i < args.warmup; ++i) timed_step();
+  if (graph) {
+    graph->capture(step);
+    ema.begin_update();
+    graph->replay();
+  }
   synchronize(device);
   auto start = Clock::now();
-  for (int i = 0; i < args.steps; ++i) step();
+  for (int i = 0; i < args.steps; ++i) timed_step();
   synchronize(device);
   const double train_images_per_s =
       static_cast<double>(args.steps * args.batch) / seconds_since(start);
@@ -127,20 +158,22 @@ void run(const Args& args) {
   const double peak_mib = peak_bytes ? static_cast<double>(*peak_bytes) / (1 << 20) : 0.0;
   const std::string peak_text = peak_bytes ? std::to_string(std::lround(peak_mib)) + " MiB" : "n/a";
   const std::string peak_json = peak_bytes ? std::to_string(peak_mib) : "null";
+  const std::string side = graph ? "difftrain-graph" : "difftrain-eager";
   std::printf(
-      "difftrain-eager: %s, %lld parameters, batch %lld, %s: train %.1f img/s, peak memory %s; "
+      "%s: %s, %lld parameters, batch %lld, %s: train %.1f img/s, peak memory %s; "
       "DDIM-%lld batch %lld: %.2f img/s\n",
-      preset.c_str(), static_cast<long long>(parameters), static_cast<long long>(args.batch),
-      args.precision.c_str(), train_images_per_s, peak_text.c_str(),
-      static_cast<long long>(args.sample_steps), static_cast<long long>(args.sample_batch),
-      sample_images_per_s);
+      side.c_str(), preset.c_str(), static_cast<long long>(parameters),
+      static_cast<long long>(args.batch), args.precision.c_str(), train_images_per_s,
+      peak_text.c_str(), static_cast<long long>(args.sample_steps),
+      static_cast<long long>(args.sample_batch), sample_images_per_s);
   std::printf(
-      "RESULT {\"side\": \"difftrain-eager\", \"config\": \"%s\", \"parameters\": %lld, "
+      "RESULT {\"side\": \"%s\", \"config\": \"%s\", \"parameters\": %lld, "
       "\"batch\": %lld, \"precision\": \"%s\", \"device\": \"%s\", \"train_images_per_s\": %.3f, "
       "\"peak_memory_mib\": %s, \"sample_steps\": %lld, \"sample_images_per_s\": %.4f}\n",
-      preset.c_str(), static_cast<long long>(parameters), static_cast<long long>(args.batch),
-      args.precision.c_str(), args.device.c_str(), train_images_per_s, peak_json.c_str(),
-      static_cast<long long>(args.sample_steps), sample_images_per_s);
+      side.c_str(), preset.c_str(), static_cast<long long>(parameters),
+      static_cast<long long>(args.batch), args.precision.c_str(), args.device.c_str(),
+      train_images_per_s, peak_json.c_str(), static_cast<long long>(args.sample_steps),
+      sample_images_per_s);
   std::fflush(stdout);
 }
 
@@ -160,6 +193,8 @@ int main(int argc, char** argv) {
   app.add_option("--sample-batch", args.sample_batch, "images per sampling batch");
   app.add_option("--sample-repeats", args.sample_repeats, "timed sampling batches");
   app.add_option("--threads", args.threads, "CPU intra-op threads (0: LibTorch's default)");
+  app.add_flag("--cuda-graph", args.cuda_graph,
+               "capture the training step in a CUDA graph after the warm-up steps and replay it");
   CLI11_PARSE(app, argc, argv);
   try {
     run(args);

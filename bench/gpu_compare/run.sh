@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Single-GPU comparison of difftrain's U-Net training and sampling with PyTorch eager and
-# torch.compile on the same model, batch and precision (bf16 autocast, fp32 master weights), for
+# Single-GPU comparison of difftrain's U-Net training (eager, and on a GPU also captured in a
+# CUDA graph as train.cuda_graph does) and sampling with PyTorch eager and torch.compile on the
+# same model, batch and precision (bf16 autocast, fp32 master weights), for
 # each config; prints one Markdown table: training images/s, MFU (forward+backward FLOPs = 3x the
 # analytic forward count of unet_bench.py, over --peak-tflops), peak device memory of training,
 # DDIM sampling images/s. Checks that both sides build the same number of parameters.
@@ -79,6 +80,10 @@ for config in $configs; do
   "$python" bench/gpu_compare/unet_bench.py --config "$config" "${common[@]}" --modes "$modes" \
     --peak-tflops "$peak_tflops" | tee -a "$results" | grep -v '^RESULT '
   "$driver" --config "$config" "${common[@]}" | tee -a "$results" | grep -v '^RESULT '
+  if [[ $device == cuda* ]]; then  # train.cuda_graph's step
+    "$driver" --config "$config" "${common[@]}" --cuda-graph | tee -a "$results" |
+      grep -v '^RESULT '
+  fi
 done
 
 echo

@@ -101,7 +101,9 @@ def train_rate(model, forward, config, args, device):
     bf16 = args.precision == "bf16"
 
     def step(n):
-        x0 = torch.randint(0, 256, shape, dtype=torch.uint8).to(device).float() / 127.5 - 1.0
+        # Drawn on the device, as difftrain's sides do (its trainer copies pinned batches
+        # asynchronously): a pageable copy would make the host wait for the GPU every step.
+        x0 = torch.randint(0, 256, shape, dtype=torch.uint8, device=device).float() / 127.5 - 1.0
         t = torch.randint(0, abar.numel(), (args.batch,), device=device)
         eps = torch.randn(shape, device=device)
         a = abar[t].view(-1, 1, 1, 1)
