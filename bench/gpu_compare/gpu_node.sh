@@ -8,9 +8,11 @@
 # Python torch with CUDA):
 #
 #   bench/gpu_compare/gpu_node.sh build       # deps into .gpu/deps, build-gpu (+ benchmarks)
-#   bench/gpu_compare/gpu_node.sh test        # ctest -L gpu and the unit tests on this build
+#   bench/gpu_compare/gpu_node.sh test        # ctest -L gpu and the unit tests on this build,
+#                                             # then fmnist-tiny with and without train.cuda_graph
 #   bench/gpu_compare/gpu_node.sh bench       # bench/gpu_compare/run.sh on both presets
 #   bench/gpu_compare/gpu_node.sh train [MIN] # fmnist.yaml for MIN minutes (9) and its grid
+#                                             # (train.cuda_graph: $CUDA_GRAPH, default true)
 #   bench/gpu_compare/gpu_node.sh eval        # classifier, then FD of the run (n = 1000)
 #
 # Each stage writes its log to $LOGS (default .gpu/logs) and prints the lines worth keeping.
@@ -30,6 +32,15 @@ with_deps() {
 }
 
 torch_prefix() { python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'; }
+
+bin=$build/trainer/difftrain
+data=$gpu/fashion-mnist
+prepare_data() {
+  if [[ ! -f $data/index.json ]]; then
+    "$bin" prepare --images "$gpu/train-images-idx3-ubyte.gz" \
+      --labels "$gpu/train-labels-idx1-ubyte.gz" --out "$data" --shards 8 --pad-to 32
+  fi
+}
 
 case ${1:-} in
   pack)
@@ -61,6 +72,17 @@ case ${1:-} in
     tail -15 "$logs/ctest-gpu.txt"
     ctest --test-dir "$build" -L unit -j 8 >"$logs/ctest-unit.txt" 2>&1 || true
     tail -8 "$logs/ctest-unit.txt"
+    grep -E "StepGraph" "$logs/ctest-unit.txt" || true
+    # The real trainer with and without the graph: same recipe, so similar losses; img/s differ.
+    prepare_data
+    for graph in false true; do
+      rm -rf "$gpu/tiny-graph-$graph"
+      "$bin" train --config configs/fmnist-tiny.yaml --run-dir "$gpu/tiny-graph-$graph" \
+        --set "data.dir=$data" train.steps=400 train.log_interval_s=5 train.batch_size=64 \
+        "train.cuda_graph=$graph" >"$logs/tiny-graph-$graph.txt" 2>&1 || true
+      echo "train.cuda_graph=$graph:"
+      grep -E "cuda_graph|step [0-9]+/400" "$logs/tiny-graph-$graph.txt" | tail -4
+    done
     ;;
   bench)
     with_deps
@@ -69,25 +91,19 @@ case ${1:-} in
   train)
     with_deps
     minutes=${2:-9}
-    bin=$build/trainer/difftrain
-    data=$gpu/fashion-mnist
-    if [[ ! -f $data/index.json ]]; then
-      "$bin" prepare --images "$gpu/train-images-idx3-ubyte.gz" \
-        --labels "$gpu/train-labels-idx1-ubyte.gz" --out "$data" --shards 8 --pad-to 32
-    fi
+    prepare_data
     run=$gpu/fmnist-run
     rm -rf "$run"
     "$bin" train --config configs/fmnist.yaml --run-dir "$run" --set "data.dir=$data" \
       --set "train.time_limit=$((minutes * 60))" --set train.log_interval_s=30 \
+      --set "train.cuda_graph=${CUDA_GRAPH:-true}" \
       >"$logs/train.txt" 2>&1 || { tail -20 "$logs/train.txt"; exit 1; }
-    grep -E "parameters|step [0-9]+/|stopping|samples" "$logs/train.txt" | tail -8
+    grep -E "parameters|cuda_graph|step [0-9]+/|stopping|samples" "$logs/train.txt" | tail -9
     "$bin" sample --run-dir "$run" --sampler ddim --steps 50 --n 64 --seed 1 \
       --out "$logs/fmnist-h100-grid.png" >>"$logs/train.txt" 2>&1
     ;;
   eval)
     with_deps
-    bin=$build/trainer/difftrain
-    data=$gpu/fashion-mnist
     [[ -f $gpu/classifier.pt ]] ||
       "$bin" eval --train-classifier --data "$data" --out "$gpu/classifier.pt" >"$logs/eval.txt" 2>&1
     "$bin" eval --run-dir "$gpu/fmnist-run" --data "$data" --classifier "$gpu/classifier.pt" \
@@ -96,7 +112,7 @@ case ${1:-} in
     tail -12 "$logs/eval.txt"
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
