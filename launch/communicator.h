@@ -20,7 +20,10 @@ class CollectiveTimeout : public std::runtime_error {
 };
 
 // A collective in flight. wait() returns once it is complete (then the tensor holds the result)
-// or throws CollectiveTimeout at the deadline. Must be waited on before the tensor is touched.
+// or throws CollectiveTimeout at the deadline; on a backend that watches collectives from a
+// thread of its own (NCCL), wait() instead orders the caller's current CUDA stream after the
+// collective and returns at once, and a missed deadline is thrown by the next call on the
+// communicator or by check_health(). Must be waited on before the tensor is touched.
 // Called from the thread that launched it (or, for a backend that launches_from_any_thread(),
 // from any thread, never two at once).
 class Work {
@@ -57,6 +60,12 @@ class Communicator {
   // CUDA tensors on its own thread, so this decides whether gradient buckets can be launched
   // during backward there. MPI: no (MPI_THREAD_FUNNELED); NCCL: yes.
   virtual bool launches_from_any_thread() const { return false; }
+  // Throws (CollectiveTimeout, or the backend's error) if a collective waited on without
+  // blocking has since failed or missed its deadline, which aborted the communicator; returns
+  // at once otherwise. Call it after synchronising with the device and before trusting what the
+  // collectives produced (e.g. before writing a checkpoint). Backends whose wait() blocks never
+  // throw here.
+  virtual void check_health() {}
 };
 
 // backend: "mpi" (host tensors), "nccl" (CUDA tensors) or "auto" (NCCL when the runtime's

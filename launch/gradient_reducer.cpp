@@ -125,7 +125,7 @@ void GradientReducer::rebind_grads() {
   for (auto& bucket : buckets_) {
     for (size_t k : bucket.parameter_ids) {
       at::Tensor& p = parameters_[k];
-      at::Tensor view = bucket.flat.narrow(0, offset_of_[k], p.numel()).view(p.sizes());
+      at::Tensor view = bucket_view(bucket.flat, offset_of_[k], p);
       // Keep the existing gradient's values when the caller had one.
       if (p.grad().defined() && !p.grad().is_alias_of(bucket.flat)) view.copy_(p.grad());
       p.mutable_grad() = view;
@@ -139,7 +139,7 @@ void GradientReducer::adopt_stolen_grad(size_t parameter, bool keep_values) {
   at::Tensor& p = parameters_[parameter];
   const Bucket& bucket = buckets_[bucket_of_[parameter]];
   if (p.grad().defined() && p.grad().is_alias_of(bucket.flat)) return;
-  at::Tensor view = bucket.flat.narrow(0, offset_of_[parameter], p.numel()).view(p.sizes());
+  at::Tensor view = bucket_view(bucket.flat, offset_of_[parameter], p);
   if (keep_values && p.grad().defined()) {
     view.copy_(p.grad());
   } else {
@@ -250,6 +250,17 @@ void GradientReducer::reduce() {
   last_wait_seconds_ = seconds_between(start, end);
   last_reduce_seconds_ = seconds_between(first_launch_, end);
   last_overlapped_buckets_ = overlapped;
+}
+
+at::Tensor bucket_view(const at::Tensor& flat, int64_t offset, const at::Tensor& like) {
+  const at::Tensor slice = flat.narrow(0, offset, like.numel());
+  if (!like.is_non_overlapping_and_dense()) return slice.view(like.sizes());
+  return slice.as_strided(like.sizes(), like.strides());
+}
+
+at::Tensor memory_order_flat(const at::Tensor& tensor) {
+  if (!tensor.is_non_overlapping_and_dense()) return tensor.reshape({-1});
+  return tensor.as_strided({tensor.numel()}, {1});
 }
 
 std::vector<int64_t> GradientReducer::bucket_sizes() const {

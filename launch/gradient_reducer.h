@@ -130,6 +130,17 @@ class GradientReducer {
   size_t last_overlapped_buckets_ = 0;
 };
 
+// A view of flat[offset, offset + like.numel()) with like's sizes, and with like's strides when
+// like is non-overlapping and dense (a channels-last weight keeps its layout inside a bucket, so
+// its gradient comes out of autograd in the same layout and is added without a transpose);
+// contiguous strides otherwise. `flat` is 1-D and contiguous.
+at::Tensor bucket_view(const at::Tensor& flat, int64_t offset, const at::Tensor& like);
+
+// `tensor`'s elements as a 1-D tensor in the order bucket_view(flat, offset, tensor) lays them
+// out in `flat`: a view in memory order where tensor is non-overlapping and dense, else a copy
+// in logical order.
+at::Tensor memory_order_flat(const at::Tensor& tensor);
+
 // The first bucket holds at most this many bytes: the last layers' gradients, ready first.
 constexpr int64_t kFirstBucketBytes = 1 << 20;
 

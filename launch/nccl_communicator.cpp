@@ -1,5 +1,6 @@
-// NCCL backend of Communicator: non-blocking NCCL communicator, own stream, event ordering,
-// deadline polling with ncclCommGetAsyncError, ncclCommAbort at the deadline.
+// NCCL backend of Communicator: non-blocking NCCL communicator, own stream, event ordering;
+// all-reduces watched by a CollectiveWatchdog thread, broadcast and barrier polled in place;
+// ncclCommAbort at the deadline or on an error.
 #include "launch/nccl_communicator.h"
 
 #include <ATen/ATen.h>
@@ -83,26 +84,48 @@ class Backoff {
   std::chrono::microseconds sleep_{0};
 };
 
+// A CUDA event shared by a Work and the watchdog's probe; destroyed by whichever lets go last
+// (CUDA releases an event destroyed while pending once it completes).
+class Event {
+ public:
+  Event() { DIFFTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// watched (all-reduce): wait() orders the caller's stream after the collective and returns; the
+// watchdog enforces the deadline. Otherwise (broadcast, barrier) wait() blocks until done.
 class NcclWork : public Work {
  public:
-  NcclWork(NcclCommunicator& communicator, cudaEvent_t done, at::Tensor tensor, std::string what)
+  NcclWork(NcclCommunicator& communicator, std::shared_ptr<Event> done, at::Tensor tensor,
+           std::string what, bool watched)
       : communicator_(communicator),
-        done_(done),
+        done_(std::move(done)),
         tensor_(std::move(tensor)),
-        what_(std::move(what)) {}
-  ~NcclWork() override { cudaEventDestroy(done_); }  // released once the event completes
+        what_(std::move(what)),
+        watched_(watched) {}
   void wait() override {
     if (waited_) return;
-    communicator_.wait_for(done_, what_);
+    if (watched_) {
+      communicator_.follow(done_->get());
+    } else {
+      communicator_.wait_for(done_->get(), what_);
+    }
     waited_ = true;
   }
-  bool is_completed() override { return waited_ || cudaEventQuery(done_) == cudaSuccess; }
+  bool is_completed() override { return waited_ || cudaEventQuery(done_->get()) == cudaSuccess; }
 
  private:
   NcclCommunicator& communicator_;
-  cudaEvent_t done_;
-  at::Tensor tensor_;  // keeps the buffer alive while NCCL uses it
+  std::shared_ptr<Event> done_;
+  at::Tensor tensor_;  // keeps the buffer alive while NCCL uses it (the probe holds it too)
   std::string what_;
+  bool watched_;
   bool waited_ = false;
 };
 
@@ -149,7 +172,17 @@ NcclCommunicator::NcclCommunicator(int device_index, double timeout_s, MPI_Comm 
     config.blocking = 0;
     DIFFTRAIN_NCCL_CHECK(ncclCommInitRankConfig(&comm_, world_size_, id, rank_, &config));
     wait_until_ready("NCCL set-up (ncclCommInitRankConfig)", deadline_from_now());
+    const int device = device_;
+    watchdog_ = std::make_unique<CollectiveWatchdog>(
+        timeout_s_,
+        [this] {
+          std::lock_guard<std::mutex> lock(comm_mutex_);
+          abort_locked();
+        },
+        " on rank " + std::to_string(rank_) + "/" + std::to_string(world_size_),
+        [device] { DIFFTRAIN_CUDA_CHECK(cudaSetDevice(device)); });
   } catch (...) {
+    watchdog_.reset();
     if (comm_ != nullptr && !aborted_) ncclCommAbort(comm_);
     if (barrier_buffer_ != nullptr) cudaFree(barrier_buffer_);
     if (ready_ != nullptr) cudaEventDestroy(ready_);
@@ -160,6 +193,7 @@ NcclCommunicator::NcclCommunicator(int device_index, double timeout_s, MPI_Comm 
 
 NcclCommunicator::~NcclCommunicator() {
   try {
+    watchdog_.reset();  // stops its thread: nothing else touches comm_ from here on
     DeviceGuard guard(device_);
     if (comm_ != nullptr && !aborted_) {
       // Flush what is queued, bounded by the deadline; a peer that is gone makes us abort.
@@ -194,13 +228,15 @@ NcclCommunicator::Clock::time_point NcclCommunicator::deadline_from_now() const 
 void NcclCommunicator::wait_until_ready(const std::string& what, Clock::time_point deadline) {
   Backoff backoff;
   while (true) {
-    ncclResult_t state = ncclInProgress;
-    DIFFTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    const ncclResult_t state = async_error();
     if (state == ncclSuccess) return;
     if (state != ncclInProgress) {
-      const std::string detail = ncclGetLastError(comm_);
-      ncclCommAbort(comm_);
-      aborted_ = true;
+      std::string detail;
+      {
+        std::lock_guard<std::mutex> lock(comm_mutex_);
+        if (!aborted_) detail = ncclGetLastError(comm_);
+        abort_locked();
+      }
       throw std::runtime_error(what + " on rank " + std::to_string(rank_) + "/" +
                                std::to_string(world_size_) + ": NCCL reported " +
                                ncclGetErrorString(state) + (detail.empty() ? "" : ": " + detail));
@@ -211,8 +247,10 @@ void NcclCommunicator::wait_until_ready(const std::string& what, Clock::time_poi
 }
 
 void NcclCommunicator::abort_and_throw(const std::string& what) {
-  ncclCommAbort(comm_);
-  aborted_ = true;
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    abort_locked();
+  }
   char seconds[32];
   std::snprintf(seconds, sizeof(seconds), "%g", timeout_s_);
   throw CollectiveTimeout(what + " on rank " + std::to_string(rank_) + "/" +
@@ -221,11 +259,40 @@ void NcclCommunicator::abort_and_throw(const std::string& what) {
                           "communicator aborted");
 }
 
-void NcclCommunicator::check_tensor(const at::Tensor& tensor, const char* op) const {
-  if (aborted_) {
-    throw std::runtime_error(std::string("NCCL communicator ") + op +
-                             ": the communicator was aborted after an earlier failure");
+void NcclCommunicator::abort_locked() {
+  if (aborted_) return;
+  ncclCommAbort(comm_);
+  aborted_ = true;
+}
+
+ncclResult_t NcclCommunicator::async_error() {
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (!aborted_) {
+      ncclResult_t state = ncclInProgress;
+      DIFFTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+      return state;
+    }
   }
+  check_health();  // throws: the communicator is gone
+  return ncclInternalError;
+}
+
+void NcclCommunicator::check_health() {
+  if (watchdog_) watchdog_->check();
+  if (aborted_) {
+    throw std::runtime_error(
+        "NCCL communicator: the communicator was aborted after an earlier failure");
+  }
+}
+
+void NcclCommunicator::follow(cudaEvent_t done) {
+  check_health();
+  DeviceGuard guard(device_);
+  DIFFTRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller_stream(device_), done, 0));
+}
+
+void NcclCommunicator::check_tensor(const at::Tensor& tensor, const char* op) const {
   if (!tensor.is_cuda() || tensor.device().index() != device_ || !tensor.is_contiguous()) {
     throw std::runtime_error(std::string("NCCL communicator ") + op +
                              ": needs a contiguous tensor on cuda:" + std::to_string(device_) +
@@ -256,8 +323,7 @@ void NcclCommunicator::wait_for(cudaEvent_t done, const std::string& what) {
     const cudaError_t query = cudaEventQuery(done);
     if (query == cudaSuccess) break;
     if (query != cudaErrorNotReady) DIFFTRAIN_CUDA_CHECK(query);
-    ncclResult_t state = ncclSuccess;
-    DIFFTRAIN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    const ncclResult_t state = async_error();
     if (state != ncclSuccess && state != ncclInProgress) {
       wait_until_ready(what, deadline);  // reports NCCL's error and aborts
     }
@@ -268,53 +334,80 @@ void NcclCommunicator::wait_for(cudaEvent_t done, const std::string& what) {
 }
 
 std::unique_ptr<Work> NcclCommunicator::all_reduce_sum_async(const at::Tensor& tensor) {
+  check_health();
   check_tensor(tensor, "all_reduce_sum");
   const std::string what = describe("all_reduce_sum", &tensor);
   DeviceGuard guard(device_);
-  order_after_caller();
-  DIFFTRAIN_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
-                                     static_cast<size_t>(tensor.numel()), nccl_type(tensor),
-                                     ncclSum, comm_, stream_));
-  wait_until_ready(what, deadline_from_now());
-  cudaEvent_t done = nullptr;
-  DIFFTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done, stream_));
-  return std::make_unique<NcclWork>(*this, done, tensor, what);
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (!aborted_) {
+      order_after_caller();
+      DIFFTRAIN_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
+                                         static_cast<size_t>(tensor.numel()), nccl_type(tensor),
+                                         ncclSum, comm_, stream_));
+    }
+  }
+  wait_until_ready(what, deadline_from_now());  // throws if the watchdog aborted meanwhile
+  auto done = std::make_shared<Event>();
+  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  // Polled on the watchdog thread; holds the event and the buffer until the sum is done.
+  watchdog_->watch(what, [this, done, tensor]() -> CollectiveWatchdog::Poll {
+    using State = CollectiveWatchdog::State;
+    const cudaError_t query = cudaEventQuery(done->get());
+    if (query == cudaSuccess) return {State::kDone, ""};
+    if (query != cudaErrorNotReady) {
+      return {State::kFailed, std::string("CUDA reported ") + cudaGetErrorString(query)};
+    }
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (aborted_) return {State::kFailed, "the communicator was aborted"};
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t call = ncclCommGetAsyncError(comm_, &state);
+    if (call != ncclSuccess) state = call;
+    if (state == ncclSuccess || state == ncclInProgress) return {};
+    const char* detail = ncclGetLastError(comm_);
+    return {State::kFailed,
+            std::string("NCCL reported ") + ncclGetErrorString(state) +
+                (detail != nullptr && *detail != '\0' ? std::string(": ") + detail : "")};
+  });
+  return std::make_unique<NcclWork>(*this, std::move(done), tensor, what, /*watched=*/true);
 }
 
 void NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
+  check_health();
   check_tensor(tensor, "broadcast");
   const std::string what = describe("broadcast", &tensor);
   DeviceGuard guard(device_);
-  order_after_caller();
-  DIFFTRAIN_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(),
-                                     static_cast<size_t>(tensor.numel()), nccl_type(tensor), root,
-                                     comm_, stream_));
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (!aborted_) {
+      order_after_caller();
+      DIFFTRAIN_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(),
+                                         static_cast<size_t>(tensor.numel()), nccl_type(tensor),
+                                         root, comm_, stream_));
+    }
+  }
   wait_until_ready(what, deadline_from_now());
-  cudaEvent_t done = nullptr;
-  DIFFTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  NcclWork work(*this, done, tensor, what);  // owns the event from here on
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done, stream_));
-  work.wait();
+  auto done = std::make_shared<Event>();
+  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  NcclWork(*this, std::move(done), tensor, what, /*watched=*/false).wait();
 }
 
 void NcclCommunicator::barrier() {
-  if (aborted_) {
-    throw std::runtime_error(
-        "NCCL communicator barrier: the communicator was aborted after an "
-        "earlier failure");
-  }
+  check_health();
   const std::string what = describe("barrier", nullptr);
   DeviceGuard guard(device_);
-  order_after_caller();
-  DIFFTRAIN_NCCL_CHECK(
-      ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_));
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (!aborted_) {
+      order_after_caller();
+      DIFFTRAIN_NCCL_CHECK(
+          ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_));
+    }
+  }
   wait_until_ready(what, deadline_from_now());
-  cudaEvent_t done = nullptr;
-  DIFFTRAIN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  NcclWork work(*this, done, at::Tensor(), what);
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done, stream_));
-  work.wait();
+  auto done = std::make_shared<Event>();
+  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  NcclWork(*this, std::move(done), at::Tensor(), what, /*watched=*/false).wait();
 }
 
 // Collective: every rank calls this, in the same order.

@@ -1,7 +1,8 @@
 // Communicator over NCCL for CUDA tensors: collectives run on the communicator's own CUDA
-// stream, ordered after the caller's compute stream with events, and every wait is polled
-// against a deadline (non-blocking communicator + ncclCommGetAsyncError); at the deadline the
-// communicator is aborted (ncclCommAbort) and CollectiveTimeout is thrown.
+// stream, ordered after the caller's compute stream with events. A watchdog thread polls every
+// all-reduce in flight against the deadline (non-blocking communicator +
+// ncclCommGetAsyncError) and aborts the communicator (ncclCommAbort) at the deadline or on an
+// error; the next call on the training thread then throws CollectiveTimeout or the error.
 // Compiled only when CMake finds the CUDA toolkit and NCCL (DIFFTRAIN_HAVE_NCCL).
 #pragma once
 
@@ -9,10 +10,14 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 
+#include "launch/collective_watchdog.h"
 #include "launch/communicator.h"
 
 namespace difftrain::launch {
@@ -22,9 +27,10 @@ namespace difftrain::launch {
 // produced the gradient). A LibTorch without c10_cuda cannot make CUDA tensors; such a build
 // orders after the legacy default stream, which is torch's default compute stream.
 //
-// wait() blocks the calling thread until the collective has finished on the GPU (that is what
-// lets it enforce the deadline); the trainer synchronises every step anyway (clip_grad_norm_
-// reads the norm back).
+// An all-reduce's wait() does not block the host: it orders the caller's current stream after
+// the collective and returns, so the host goes on queueing the optimizer step behind it; its
+// deadline is the watchdog's. broadcast() and barrier() block until done (they are set-up and
+// shutdown calls, and a barrier is a host rendezvous).
 class NcclCommunicator : public Communicator {
  public:
   // Collective: every rank of `bootstrap` calls this, in the same order.
@@ -45,6 +51,12 @@ class NcclCommunicator : public Communicator {
   int world_size() const override { return world_size_; }
   std::string backend() const override { return "nccl"; }
   bool launches_from_any_thread() const override { return true; }
+  // Throws the watchdog's error once it has aborted the communicator.
+  void check_health() override;
+
+  // Checks health, then orders the caller's current stream after `done` (no host wait). For
+  // NcclWork of a watched all-reduce.
+  void follow(cudaEvent_t done);
 
   // Blocks until `done` has completed, polling NCCL's asynchronous error state; at the deadline
   // aborts the communicator and throws CollectiveTimeout naming `what` and this rank. Then
@@ -58,6 +70,10 @@ class NcclCommunicator : public Communicator {
   // After an NCCL call answered ncclInProgress: polls until the communicator is ready again.
   void wait_until_ready(const std::string& what, Clock::time_point deadline);
   [[noreturn]] void abort_and_throw(const std::string& what);
+  // ncclCommAbort once, whichever thread gets here first. Caller holds comm_mutex_.
+  void abort_locked();
+  // ncclCommGetAsyncError under comm_mutex_; an aborted communicator throws (check_health()).
+  ncclResult_t async_error();
   void check_tensor(const at::Tensor& tensor, const char* op) const;
   // Makes the communicator's stream wait for the caller's stream.
   void order_after_caller();
@@ -72,7 +88,10 @@ class NcclCommunicator : public Communicator {
   int world_size_ = 1;
   double timeout_s_;
   uint64_t sequence_ = 0;
-  bool aborted_ = false;
+  // Guards comm_ between the training thread's calls and the watchdog's abort.
+  std::mutex comm_mutex_;
+  std::atomic<bool> aborted_{false};
+  std::unique_ptr<CollectiveWatchdog> watchdog_;  // made once the communicator is ready
 };
 
 }  // namespace difftrain::launch

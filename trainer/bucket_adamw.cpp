@@ -50,7 +50,7 @@ BucketAdamW::BucketAdamW(const std::vector<at::Tensor>& parameters,
     bucket.parameters = source.parameters;
     int64_t offset = 0;
     for (const auto& p : source.parameters) {
-      bucket.update_views.push_back(bucket.update.narrow(0, offset, p.numel()).view(p.sizes()));
+      bucket.update_views.push_back(launch::bucket_view(bucket.update, offset, p));
       size_t index = 0;
       while (index < parameters_.size() && !parameters_[index].is_same(p)) ++index;
       if (index == parameters_.size()) {
@@ -68,9 +68,8 @@ BucketAdamW::BucketAdamW(const std::vector<at::Tensor>& parameters,
     const Place& place = places_[i];
     if (place.bucket < 0) continue;
     const at::Tensor& p = parameters_[i];
-    gradient_views_.push_back(buckets_[static_cast<size_t>(place.bucket)]
-                                  .grad.narrow(0, place.offset, p.numel())
-                                  .view(p.sizes()));
+    gradient_views_.push_back(
+        launch::bucket_view(buckets_[static_cast<size_t>(place.bucket)].grad, place.offset, p));
   }
   const at::TensorOptions scalar = buckets_.front().grad.options().dtype(at::kDouble);
   step_ = at::zeros({}, scalar);
@@ -138,8 +137,9 @@ void BucketAdamW::save(torch::serialize::OutputArchive& archive) const {
     const at::Tensor& p = parameters_[i];
     auto entry = std::make_unique<torch::optim::AdamWParamState>();
     entry->step(steps);
-    entry->exp_avg(b.exp_avg.narrow(0, place.offset, p.numel()).view(p.sizes()).clone());
-    entry->exp_avg_sq(b.exp_avg_sq.narrow(0, place.offset, p.numel()).view(p.sizes()).clone());
+    // Saved contiguous whatever the parameter's layout: the file does not depend on it.
+    entry->exp_avg(launch::bucket_view(b.exp_avg, place.offset, p).contiguous());
+    entry->exp_avg_sq(launch::bucket_view(b.exp_avg_sq, place.offset, p).contiguous());
     state[state_key(state, p)] = std::move(entry);
   }
   shell.save(archive);
@@ -161,9 +161,9 @@ void BucketAdamW::load(torch::serialize::InputArchive& archive) {
     if (place.bucket < 0 || found == state.end()) continue;
     const auto& entry = static_cast<const torch::optim::AdamWParamState&>(*found->second);
     const Bucket& b = buckets_[static_cast<size_t>(place.bucket)];
-    const int64_t n = parameters_[i].numel();
-    b.exp_avg.narrow(0, place.offset, n).copy_(entry.exp_avg().reshape({n}));
-    b.exp_avg_sq.narrow(0, place.offset, n).copy_(entry.exp_avg_sq().reshape({n}));
+    const at::Tensor& p = parameters_[i];
+    launch::bucket_view(b.exp_avg, place.offset, p).copy_(entry.exp_avg().reshape(p.sizes()));
+    launch::bucket_view(b.exp_avg_sq, place.offset, p).copy_(entry.exp_avg_sq().reshape(p.sizes()));
     steps = std::max(steps, entry.step());
   }
   step_.fill_(static_cast<double>(steps));
@@ -182,7 +182,7 @@ std::vector<launch::GradientBucket> single_gradient_bucket(
   bucket.flat = at::zeros({numel}, bucket.parameters.front().options().requires_grad(false));
   int64_t offset = 0;
   for (auto& p : bucket.parameters) {
-    p.mutable_grad() = bucket.flat.narrow(0, offset, p.numel()).view(p.sizes());
+    p.mutable_grad() = launch::bucket_view(bucket.flat, offset, p);
     offset += p.numel();
   }
   return {bucket};

@@ -14,6 +14,7 @@
 #include "data/sha256.h"
 #include "trainer/bucket_adamw.h"
 #include "trainer/ema.h"
+#include "trainer/model_builder.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -133,6 +134,9 @@ void LoadedCheckpoint::load_model(torch::nn::Module& model) {
   torch::serialize::InputArchive sub;
   archive_.read("model", sub);
   model.load(sub);
+  // The load adopts the layout each tensor was written with (channels-last from a
+  // train.channels_last run); hand back the default layout whatever wrote the file.
+  set_memory_format(model, at::MemoryFormat::Contiguous);
 }
 
 void LoadedCheckpoint::load_ema(Ema& ema) {

@@ -47,6 +47,7 @@ class LoadedCheckpoint {
   const std::string& path() const { return path_; }
   bool has_ema() const { return has_ema_; }
   bool has_optimizer() const { return has_optimizer_; }
+  // The model's weights, in the default (contiguous) memory format whatever wrote the file.
   void load_model(torch::nn::Module& model);
   void load_ema(Ema& ema);
   void load_optimizer(BucketAdamW& optimizer);

@@ -56,6 +56,7 @@ struct Config {
     int64_t max_bad_steps = 10;
     std::string time_limit;
     bool cuda_graph = false;
+    bool channels_last = false;
   } train;
   struct Ema {
     double decay = 0.9999;

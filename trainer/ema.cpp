@@ -7,14 +7,17 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "launch/gradient_reducer.h"
+
 namespace difftrain::trainer {
 namespace {
 
-// Each tensor as a 1-D tensor (a view where it is contiguous).
+// Each tensor as a 1-D tensor in memory order (a view where it is dense: channels-last weights
+// are not transposed), the order in which the shadow views lay them out.
 std::vector<at::Tensor> flattened(const std::vector<at::Tensor>& tensors) {
   std::vector<at::Tensor> flat;
   flat.reserve(tensors.size());
-  for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+  for (const auto& t : tensors) flat.push_back(launch::memory_order_flat(t.detach()));
   return flat;
 }
 
@@ -38,7 +41,7 @@ Ema::Ema(const torch::nn::Module& model, double decay) : decay_(decay) {
   weight_ = at::zeros({}, shadow_flat_.options());
   int64_t offset = 0;
   for (const auto& p : params) {
-    shadow_params_.push_back(shadow_flat_.narrow(0, offset, p.numel()).view(p.sizes()));
+    shadow_params_.push_back(launch::bucket_view(shadow_flat_, offset, p));
     offset += p.numel();
   }
   for (const auto& item : model.named_buffers()) {
@@ -64,7 +67,17 @@ void Ema::begin_update() {
 
 void Ema::apply_update(const torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
-  at::cat_out(staging_flat_, flattened(model.parameters()));
+  const std::vector<at::Tensor> params = model.parameters();
+  for (size_t k = 0; k < params.size(); ++k) {
+    // The flat copy below is in memory order: a weight whose layout changed (channels-last set
+    // after this Ema was made) would be averaged into the wrong shadow elements.
+    if (params[k].is_non_overlapping_and_dense() &&
+        params[k].strides() != shadow_params_[k].strides()) {
+      throw std::logic_error("Ema: parameter " + names_[k] +
+                             " changed its memory layout after the Ema was made");
+    }
+  }
+  at::cat_out(staging_flat_, flattened(params));
   shadow_flat_.lerp_(staging_flat_, weight_);
   size_t i = 0;
   for (const auto& b : model.buffers()) shadow_buffers_[i++].copy_(b);

@@ -17,7 +17,7 @@ namespace difftrain::trainer {
 // device half can be captured once in a CUDA graph and replayed with a new weight each step.
 // The shadow parameters live in one flat buffer: the update is one copy of the weights into a
 // flat staging buffer and one whole-buffer lerp. The model's parameters must share one dtype
-// and device. Not thread-safe.
+// and device, and keep the memory layout they had when the Ema was made. Not thread-safe.
 class Ema {
  public:
   Ema(const torch::nn::Module& model, double decay);

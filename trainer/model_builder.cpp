@@ -1,7 +1,24 @@
 // Config → model, schedule and sampler settings.
 #include "trainer/model_builder.h"
 
+#include <torch/utils.h>
+
 namespace difftrain::trainer {
+
+at::MemoryFormat memory_format(const Config& config) {
+  return config.train.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+void set_memory_format(torch::nn::Module& module, at::MemoryFormat format) {
+  torch::NoGradGuard no_grad;
+  auto convert = [format](at::Tensor& tensor) {
+    if (tensor.dim() == 4 && !tensor.is_contiguous(format)) {
+      tensor.set_data(tensor.contiguous(format));
+    }
+  };
+  for (auto& p : module.parameters()) convert(p);
+  for (auto& b : module.buffers()) convert(b);
+}
 
 UNetOptions unet_options(const Config& config) {
   UNetOptions options;

@@ -18,4 +18,13 @@ SamplerOptions sampler_options(const Config& config);
 // train.adam_*, train.weight_decay and train.grad_clip.
 AdamWSettings adamw_settings(const Config& config);
 
+// train.channels_last: the memory format of images and 4-D weights.
+at::MemoryFormat memory_format(const Config& config);
+
+// Puts every 4-D parameter and buffer of `module` in `format`, in place (set_data: each tensor
+// keeps its identity, so an optimizer holding it follows). Set it before gradient buckets, the
+// optimizer and the EMA are made, and again after LoadedCheckpoint::load_model (which hands
+// models back contiguous).
+void set_memory_format(torch::nn::Module& module, at::MemoryFormat format);
+
 }  // namespace difftrain::trainer

@@ -13,7 +13,7 @@ std::string step_graph_unavailable_reason(const c10::Device& device, int world_s
   }
   if (world_size != 1) {
     return std::to_string(world_size) +
-           " ranks (the gradient all-reduce watches its deadline from the host)";
+           " ranks (the all-reduce watchdog polls events that a replay would not record)";
   }
   return "";
 }

@@ -127,6 +127,12 @@ TrainResult Trainer::run() {
   UNet model(unet_options(cfg));
   model->to(device_);
   broadcast_module(gradients_, *model);
+  // Before the buckets, the optimizer and the EMA, which take each weight's layout.
+  const at::MemoryFormat format = memory_format(cfg);
+  set_memory_format(*model, format);
+  if (format == at::MemoryFormat::ChannelsLast) {
+    spdlog::info("train.channels_last: weights, gradients, optimizer moments and EMA in NHWC");
+  }
   const NoiseSchedule schedule = noise_schedule(cfg);
   const Prediction prediction = parse_prediction(cfg.model.prediction);
   auto parameters = model->parameters();
@@ -158,6 +164,7 @@ TrainResult Trainer::run() {
                             checkpoint->path(), global_batch, info.global_batch, world,
                             info.world_size);
     checkpoint->load_model(*model);
+    set_memory_format(*model, format);  // load_model hands it back contiguous
     if (checkpoint->has_ema()) checkpoint->load_ema(ema);
     if (checkpoint->has_optimizer()) checkpoint->load_optimizer(optimizer);
     start_step = info.step;
@@ -198,6 +205,9 @@ TrainResult Trainer::run() {
   // no rank exits (or gets killed) before the checkpoint is safe.
   auto write_checkpoint = [&](int64_t step) {
     readback.drain();  // a run stopping for non-finite steps stops before writing
+    // An all-reduce that failed after its step was queued (NCCL: the watchdog aborted it while
+    // the host ran ahead) left the weights wrong: throw instead of writing them.
+    gradients_.check_health();
     if (rank == 0) {
       const auto start = Clock::now();
       CheckpointInfo info;
@@ -227,6 +237,7 @@ TrainResult Trainer::run() {
     const auto start = Clock::now();
     UNet sampler_model(unet_options(cfg));
     sampler_model->to(device_);
+    set_memory_format(*sampler_model, format);
     ema.copy_to(*sampler_model);
     sampler_model->eval();
     torch::NoGradGuard no_grad;
@@ -234,7 +245,7 @@ TrainResult Trainer::run() {
         as_eps_predictor(
             [&](const at::Tensor& x, const at::Tensor& tt) {
               monitor.heartbeat();  // busy sampling, not stalled
-              return sampler_model->forward(x, tt);
+              return sampler_model->forward(x.contiguous(format), tt);
             },
             schedule, prediction),
         schedule, cfg.sample.n, {shape.channels, shape.height, shape.width}, sampler_options(cfg),
@@ -272,7 +283,7 @@ TrainResult Trainer::run() {
     at::Tensor x0 = inputs.images.to(torch::kFloat).div_(127.5).sub_(1.0);
     const at::Tensor& t = inputs.timesteps;
     const at::Tensor& eps = inputs.eps;
-    at::Tensor x_t = schedule.q_sample(x0, t, eps);
+    at::Tensor x_t = schedule.q_sample(x0, t, eps).contiguous(format);
     // The network predicts eps or v (model.prediction); the loss compares like with like.
     at::Tensor target = prediction == Prediction::kV ? schedule.v_target(x0, t, eps) : eps;
     at::Tensor output;

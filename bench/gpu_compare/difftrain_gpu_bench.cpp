@@ -8,7 +8,7 @@
 //
 //   gpu_compare_difftrain --config configs/ddpm-cifar10.yaml [--device cuda] [--batch 128]
 //       [--steps 50] [--warmup 10] [--precision bf16] [--sample-steps 50] [--sample-batch 128]
-//       [--cuda-graph]
+//       [--cuda-graph] [--channels-last]
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -46,6 +46,7 @@ struct Args {
   int sample_repeats = 2;
   int threads = 0;
   bool cuda_graph = false;
+  bool channels_last = false;
 };
 
 double seconds_since(Clock::time_point from) {
@@ -69,6 +70,9 @@ void run(const Args& args) {
   torch::manual_seed(0);
   trainer::UNet model(trainer::unet_options(cfg));
   model->to(device);
+  const at::MemoryFormat format =
+      args.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  trainer::set_memory_format(*model, format);  // before the buckets, optimizer and EMA
   const int64_t parameters = trainer::parameter_count(*model);
   const trainer::NoiseSchedule schedule = trainer::noise_schedule(cfg);
   const trainer::AdamWSettings adamw = trainer::adamw_settings(cfg);
@@ -94,7 +98,7 @@ void run(const Args& args) {
     at::Tensor eps_hat;
     {
       trainer::AutocastScope autocast(precision, device.type());  // forward only
-      eps_hat = model->forward(schedule.q_sample(x0, t, eps), t);
+      eps_hat = model->forward(schedule.q_sample(x0, t, eps).contiguous(format), t);
     }
     trainer::eps_mse_loss(eps_hat, eps).backward();
     const at::Tensor outcome = optimizer.step();  // clips; never waits for the device
@@ -141,7 +145,7 @@ void run(const Args& args) {
   model->eval();
   const trainer::EpsPredictor predictor = [&](const at::Tensor& x_t, const at::Tensor& t) {
     trainer::AutocastScope autocast(precision, device.type());
-    return model->forward(x_t, t);
+    return model->forward(x_t.contiguous(format), t);
   };
   const std::vector<int64_t> sample_shape = {args.sample_batch, channels, size, size};
   trainer::sample(predictor, schedule, sample_shape, sampler, /*seed=*/1, 0, device);  // warm-up
@@ -158,7 +162,8 @@ void run(const Args& args) {
   const double peak_mib = peak_bytes ? static_cast<double>(*peak_bytes) / (1 << 20) : 0.0;
   const std::string peak_text = peak_bytes ? std::to_string(std::lround(peak_mib)) + " MiB" : "n/a";
   const std::string peak_json = peak_bytes ? std::to_string(peak_mib) : "null";
-  const std::string side = graph ? "difftrain-graph" : "difftrain-eager";
+  const std::string side = std::string(graph ? "difftrain-graph" : "difftrain-eager") +
+                           (args.channels_last ? "-cl" : "");
   std::printf(
       "%s: %s, %lld parameters, batch %lld, %s: train %.1f img/s, peak memory %s; "
       "DDIM-%lld batch %lld: %.2f img/s\n",
@@ -195,6 +200,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", args.threads, "CPU intra-op threads (0: LibTorch's default)");
   app.add_flag("--cuda-graph", args.cuda_graph,
                "capture the training step in a CUDA graph after the warm-up steps and replay it");
+  app.add_flag("--channels-last", args.channels_last,
+               "NHWC weights and images, as train.channels_last (side names get -cl)");
   CLI11_PARSE(app, argc, argv);
   try {
     run(args);

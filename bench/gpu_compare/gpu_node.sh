@@ -10,7 +10,9 @@
 #   bench/gpu_compare/gpu_node.sh build       # deps into .gpu/deps, build-gpu (+ benchmarks)
 #   bench/gpu_compare/gpu_node.sh test        # ctest -L gpu and the unit tests on this build,
 #                                             # then fmnist-tiny with and without train.cuda_graph
-#   bench/gpu_compare/gpu_node.sh bench       # bench/gpu_compare/run.sh on both presets
+#   bench/gpu_compare/gpu_node.sh bench [run.sh options]
+#                                             # bench/gpu_compare/run.sh (both presets, or e.g.
+#                                             # --configs configs/fmnist.yaml), NHWC rows too
 #   bench/gpu_compare/gpu_node.sh train [MIN] # fmnist.yaml for MIN minutes (9) and its grid
 #                                             # (train.cuda_graph: $CUDA_GRAPH, default true)
 #   bench/gpu_compare/gpu_node.sh eval        # classifier, then FD of the run (n = 1000)
@@ -86,7 +88,10 @@ case ${1:-} in
     ;;
   bench)
     with_deps
-    bench/gpu_compare/run.sh --build-dir "$build" 2>&1 | tee "$logs/gpu-compare.txt" | tail -30
+    shift
+    # One call per preset keeps each under 10 minutes (torch.compile, and the NHWC rows).
+    bench/gpu_compare/run.sh --build-dir "$build" "$@" 2>&1 |
+      tee "$logs/gpu-compare-$(date +%H%M%S).txt" | tail -30
     ;;
   train)
     with_deps

@@ -10,7 +10,9 @@
 #          [--device cuda] [--batch 128] [--steps 50] [--warmup 10] [--precision bf16|fp32]
 #          [--sample-steps 50] [--sample-batch 128] [--sample-repeats 2] [--peak-tflops 790]
 #          [--threads 0] [--modes eager,compile] [--build-dir build-bench] [--python PYTHON]
-#          [--cmake-args "-DCMAKE_PREFIX_PATH=..."]
+#          [--cmake-args "-DCMAKE_PREFIX_PATH=..."] [--channels-last yes|no]
+# --channels-last yes (the default on a GPU) adds NHWC rows (train.channels_last): pytorch-eager-cl
+# and difftrain-eager-cl.
 # CPU smoke test (no GPU, torch.compile skipped on torch < 2):
 #   bench/gpu_compare/run.sh --device cpu --configs configs/fmnist-tiny.yaml --batch 4 \
 #     --steps 2 --warmup 1 --sample-steps 3 --sample-batch 2 --sample-repeats 1 --threads 2
@@ -19,7 +21,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 configs="configs/fmnist.yaml configs/ddpm-cifar10.yaml" device=cuda batch=128 steps=50 warmup=10
 precision="" sample_steps=50 sample_batch=128 sample_repeats=2 peak_tflops=790 threads=0
-modes=eager,compile build_dir=$root/build-bench python="" cmake_args=""
+modes=eager,compile build_dir=$root/build-bench python="" cmake_args="" channels_last=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --configs) configs=$2 ;;
@@ -37,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build_dir=$2 ;;
     --python) python=$2 ;;
     --cmake-args) cmake_args=$2 ;;
+    --channels-last) channels_last=$2 ;;
     *) echo "run.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift 2
@@ -46,6 +49,7 @@ if [[ -z $precision ]]; then
   # LibTorch 1.13's CPU autocast has no bf16 group_norm; bf16 is what the GPU comparison is for.
   if [[ $device == cpu ]]; then precision=fp32; else precision=bf16; fi
 fi
+[[ -n $channels_last ]] || { [[ $device == cuda* ]] && channels_last=yes || channels_last=no; }
 if [[ -z $python ]]; then
   # The first Python that has torch: the GPU machine's python3, or Debian's /usr/bin/python3.
   for candidate in python3 /usr/bin/python3; do
@@ -80,8 +84,15 @@ for config in $configs; do
   "$python" bench/gpu_compare/unet_bench.py --config "$config" "${common[@]}" --modes "$modes" \
     --peak-tflops "$peak_tflops" | tee -a "$results" | grep -v '^RESULT '
   "$driver" --config "$config" "${common[@]}" | tee -a "$results" | grep -v '^RESULT '
-  if [[ $device == cuda* ]]; then  # train.cuda_graph's step
+  if [[ $device == cuda* ]]; then  # train.cuda_graph's step, and train.channels_last's
     "$driver" --config "$config" "${common[@]}" --cuda-graph | tee -a "$results" |
+      grep -v '^RESULT '
+  fi
+  if [[ $channels_last == yes ]]; then
+    "$python" bench/gpu_compare/unet_bench.py --config "$config" "${common[@]}" --modes eager \
+      --peak-tflops "$peak_tflops" --channels-last | tee -a "$results" |
+      grep -v '^RESULT \|^pytorch: '
+    "$driver" --config "$config" "${common[@]}" --channels-last | tee -a "$results" |
       grep -v '^RESULT '
   fi
 done

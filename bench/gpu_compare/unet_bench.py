@@ -72,6 +72,10 @@ def forward_flops_per_image(model, config):
     return counted, counter.get_total_flops()
 
 
+def memory_format(args):
+    return torch.channels_last if args.channels_last else torch.contiguous_format
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -99,6 +103,7 @@ def train_rate(model, forward, config, args, device):
     shape = (args.batch, m["in_channels"], m["image_size"], m["image_size"])
     clip = train.get("grad_clip", 1.0)
     bf16 = args.precision == "bf16"
+    fmt = memory_format(args)
 
     def step(n):
         # Drawn on the device, as difftrain's sides do (its trainer copies pinned batches
@@ -107,7 +112,7 @@ def train_rate(model, forward, config, args, device):
         t = torch.randint(0, abar.numel(), (args.batch,), device=device)
         eps = torch.randn(shape, device=device)
         a = abar[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
+        x_t = (a.sqrt() * x0 + (1.0 - a).sqrt() * eps).contiguous(memory_format=fmt)
         optimizer.zero_grad(set_to_none=False)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             eps_hat = forward(x_t, t)
@@ -139,6 +144,7 @@ def sample_rate(model, forward, config, args, device):
     grid = [round(k * (total - 1) / (steps - 1)) for k in range(steps)] if steps > 1 else [total - 1]
     shape = (args.sample_batch, m["in_channels"], m["image_size"], m["image_size"])
     bf16 = args.precision == "bf16"
+    fmt = memory_format(args)
     model.eval()
 
     def run():
@@ -148,7 +154,7 @@ def sample_rate(model, forward, config, args, device):
             a_prev = abar[grid[i - 1]].item() if i > 0 else 1.0
             t = torch.full((shape[0],), grid[i], dtype=torch.long, device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                eps = forward(x, t)
+                eps = forward(x.contiguous(memory_format=fmt), t)
             eps = eps.float()
             x0 = ((x - eps * math.sqrt(1.0 - a)) / math.sqrt(a)).clamp_(-1.0, 1.0)
             eps = (x - x0 * math.sqrt(a)) / math.sqrt(1.0 - a)
@@ -181,6 +187,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: default)")
     parser.add_argument("--peak-tflops", type=float, default=790.0,
                         help="the device's dense bf16 peak for MFU (H100: ~790)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC weights and images (side names get -cl)")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -207,27 +215,28 @@ def main():
                                   "train_flops_per_image": train_flops}), flush=True)
     model.to(device)
 
+    suffix = "-cl" if args.channels_last else ""
     for mode in args.modes.split(","):
         if mode == "compile" and not hasattr(torch, "compile"):
             print(f"pytorch-compile: skipped: torch {torch.__version__} has no torch.compile",
                   flush=True)
-            print("RESULT " + json.dumps({"side": "pytorch-compile", "config": preset,
+            print("RESULT " + json.dumps({"side": f"pytorch-compile{suffix}", "config": preset,
                                           "skipped": f"torch {torch.__version__}"}), flush=True)
             continue
         # A fresh model per mode (same seed): each mode trains from the same start.
         torch.manual_seed(0)
-        model = build_model(config).to(device)
+        model = build_model(config).to(device, memory_format=memory_format(args))
         forward = torch.compile(model) if mode == "compile" else model
         images_per_s, peak_mib = train_rate(model, forward, config, args, device)
         sample_images_per_s = sample_rate(model, forward, config, args, device)
         mfu = images_per_s * train_flops / (args.peak_tflops * 1e12)
         peak = f"{peak_mib:.0f} MiB" if peak_mib is not None else "n/a"
-        print(f"pytorch-{mode}: {preset}, {count} parameters, batch {args.batch}, "
+        print(f"pytorch-{mode}{suffix}: {preset}, {count} parameters, batch {args.batch}, "
               f"{args.precision}: train {images_per_s:.1f} img/s (MFU {100 * mfu:.2f}% of "
               f"{args.peak_tflops:g} TFLOP/s), peak memory {peak}; DDIM-{args.sample_steps} "
               f"batch {args.sample_batch}: {sample_images_per_s:.2f} img/s", flush=True)
         print("RESULT " + json.dumps({
-            "side": f"pytorch-{mode}", "config": preset, "parameters": count,
+            "side": f"pytorch-{mode}{suffix}", "config": preset, "parameters": count,
             "batch": args.batch, "precision": args.precision, "device": args.device,
             "train_images_per_s": images_per_s, "peak_memory_mib": peak_mib,
             "sample_steps": args.sample_steps, "sample_images_per_s": sample_images_per_s,

@@ -50,14 +50,19 @@ png_size strip.png >/dev/null
 png_size ddpm.png >/dev/null
 
 # Resume: the same command with more steps continues from the last checkpoint; here with bf16
-# autocast of the forward (CPU autocast), which must train with finite losses, and a CUDA graph
-# asked for, which a CPU run declines, saying why.
+# autocast of the forward (CPU autocast), which must train with finite losses, NHWC weights
+# (train.channels_last) resumed from NCHW ones, and a CUDA graph asked for, which a CPU run
+# declines, saying why.
 "${MPIRUN[@]}" -np 2 "$BIN" train --config "$CONFIG" --run-dir run \
   --set data.dir=data train.steps=15 checkpoint.every_steps=5 train.threads=1 \
-  train.precision=bf16 train.cuda_graph=true | tee resume.out
+  train.precision=bf16 train.cuda_graph=true train.channels_last=true | tee resume.out
 grep -q "resumed from run/checkpoints/step-000000012.ckpt at step 12" resume.out || fail "did not resume"
 grep -q "train.cuda_graph: not used: the device is cpu, not a GPU; training without a CUDA graph" \
   run/train.log || fail "no reason logged for declining train.cuda_graph"
 grep -Eq "step 15/15 epoch [0-9.]+ loss [0-9]+\.[0-9]+ " run/train.log || fail "bf16 steps: no finite loss"
 [ "$(cat run/checkpoints/LATEST)" = "step-000000015.ckpt" ] || fail "LATEST after resume"
+grep -q "train.channels_last: weights, gradients" run/train.log || fail "channels-last not logged"
+# The NHWC run's checkpoint samples like any other.
+"$BIN" sample --run-dir run --sampler ddim --steps 10 --n 4 --out after-nhwc.png
+[ "$(png_size after-nhwc.png)" = "134x134" ] || fail "after-nhwc grid is $(png_size after-nhwc.png)"
 echo "train/sample: all passed"

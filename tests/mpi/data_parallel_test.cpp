@@ -45,13 +45,15 @@ class SharedTempDir {
   int rank_ = 0;
 };
 
-Config tiny_config(const std::string& data_dir, int64_t batch) {
-  Config config = load_config("", {
-      "data.dir=" + data_dir, "model.image_size=16", "model.channels=32",
-      "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[8]",
-      "model.dropout=0", "diffusion.timesteps=100", "train.steps=4", "train.lr=1e-3",
-      "train.warmup_steps=2", "train.grad_clip=1.0", "train.log_interval_s=1000",
-      "checkpoint.every_steps=100", "train.batch_size=" + std::to_string(batch), "sample.steps=5"});
+Config tiny_config(const std::string& data_dir, int64_t batch, bool channels_last = false) {
+  Config config = load_config(
+      "", {"train.channels_last=" + std::string(channels_last ? "true" : "false"),
+           "data.dir=" + data_dir, "model.image_size=16", "model.channels=32",
+           "model.channel_mult=[1,2]", "model.num_res_blocks=1", "model.attention_resolutions=[8]",
+           "model.dropout=0", "diffusion.timesteps=100", "train.steps=4", "train.lr=1e-3",
+           "train.warmup_steps=2", "train.grad_clip=1.0", "train.log_interval_s=1000",
+           "checkpoint.every_steps=100", "train.batch_size=" + std::to_string(batch),
+           "sample.steps=5"});
   return config;
 }
 
@@ -66,7 +68,8 @@ std::vector<torch::Tensor> final_weights(const std::string& run_dir, const Confi
   return out;
 }
 
-TEST(DataParallel, RanksTimesBatchEqualsOneRankWithWholeBatch) {
+// N ranks with a batch of B each (NHWC when channels_last) against one rank with N*B (NCHW).
+void expect_ranks_equal_one_rank(bool channels_last) {
   SharedTempDir dir;
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -77,7 +80,8 @@ TEST(DataParallel, RanksTimesBatchEqualsOneRankWithWholeBatch) {
     images.shape = {1, 16, 16};
     images.pixels.resize(64 * 256);
     torch::Tensor random = torch::randint(0, 256, {64 * 256}, torch::kLong);
-    for (int64_t i = 0; i < 64 * 256; ++i) images.pixels[i] = static_cast<uint8_t>(random[i].item<int64_t>());
+    for (int64_t i = 0; i < 64 * 256; ++i)
+      images.pixels[i] = static_cast<uint8_t>(random[i].item<int64_t>());
     data::write_shards(images, data_dir, 3);
   }
   MPI_Barrier(MPI_COMM_WORLD);
@@ -86,7 +90,7 @@ TEST(DataParallel, RanksTimesBatchEqualsOneRankWithWholeBatch) {
   ASSERT_EQ(global_batch % world, 0);
 
   // N ranks x B.
-  const Config parallel = tiny_config(data_dir, global_batch / world);
+  const Config parallel = tiny_config(data_dir, global_batch / world, channels_last);
   {
     launch::MpiCommunicator gradients(60.0), control(60.0);
     TrainerOptions options;
@@ -122,12 +126,22 @@ TEST(DataParallel, RanksTimesBatchEqualsOneRankWithWholeBatch) {
     // is a near-cancelling sum that rounding difference becomes a visible fraction of one lr
     // step: we allow 5% of the largest possible 4-step move (4e-3) for the worst weight and
     // 1e-7 on average, while a wrong sample split or per-rank noise moves weights by ~lr.
-    std::printf("data parallel: max |dw| %.3g, mean |dw| %.3g, max move %.3g\n", max_diff,
-                sum_diff / static_cast<double>(count), max_moved);
+    std::printf("data parallel%s: max |dw| %.3g, mean |dw| %.3g, max move %.3g\n",
+                channels_last ? " (NHWC)" : "", max_diff, sum_diff / static_cast<double>(count),
+                max_moved);
     EXPECT_LT(max_diff, 2e-4) << "max |w_parallel - w_single| over " << a.size() << " tensors";
     EXPECT_LT(sum_diff / static_cast<double>(count), 1e-7) << "mean |w_parallel - w_single|";
     EXPECT_GT(max_moved, 1e-3) << "weights hardly moved: the comparison would prove nothing";
   }
+}
+
+TEST(DataParallel, RanksTimesBatchEqualsOneRankWithWholeBatch) {
+  expect_ranks_equal_one_rank(/*channels_last=*/false);
+}
+
+// train.channels_last: NHWC gradients travel through the same buckets and all-reduce.
+TEST(DataParallel, ChannelsLastRanksEqualOneContiguousRank) {
+  expect_ranks_equal_one_rank(/*channels_last=*/true);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // NcclCommunicator on real GPUs: sums, broadcast, barrier, the overlapped GradientReducer and
-// the deadline. Run by the `gpu` CTest entries (one rank per GPU); every test skips, with the
-// reason, where this build has no NCCL, LibTorch has no CUDA, or the node has too few GPUs.
+// the deadline (kept by the all-reduce watchdog). Run by the `gpu` CTest entries (one rank per
+// GPU); every test skips, with the reason, where this build has no NCCL, LibTorch has no CUDA, or
+// the node has too few GPUs.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <torch/torch.h>
@@ -60,6 +61,7 @@ TEST_F(Nccl, AllReduceBroadcastBarrier) {
   comm->broadcast(y, world - 1);
   EXPECT_EQ(y.min().item<float>(), static_cast<float>(world - 1));
   comm->barrier();
+  EXPECT_NO_THROW(comm->check_health());
 }
 
 TEST_F(Nccl, OverlappedReducerEqualsPerTensorAllReduce) {
@@ -99,8 +101,14 @@ TEST_F(Nccl, SkippedCollectiveTimesOutAndAborts) {
   if (comm->rank() == 0) {
     const auto start = std::chrono::steady_clock::now();
     try {
+      // Returns at once (the host does not wait for an NCCL all-reduce); the watchdog keeps the
+      // deadline, aborts, and check_health() reports it.
       comm->all_reduce_sum(x);
-      ADD_FAILURE() << "all_reduce_sum returned although rank 1 never joined";
+      while (std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+        comm->check_health();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      ADD_FAILURE() << "no timeout reported although rank 1 never joined";
     } catch (const CollectiveTimeout& e) {
       EXPECT_NE(std::string(e.what()).find("all_reduce_sum #0 of 4.19 MB on rank 0/"),
                 std::string::npos)

@@ -29,7 +29,7 @@ TEST(StepGraph, ReasonsNameWhatStopsTheCapture) {
   EXPECT_EQ(step_graph_unavailable_reason(gpu, 1, 4),
             "train.grad_accum_steps = 4 (a graph holds one micro-step)");
   EXPECT_EQ(step_graph_unavailable_reason(gpu, 8, 1),
-            "8 ranks (the gradient all-reduce watches its deadline from the host)");
+            "8 ranks (the all-reduce watchdog polls events that a replay would not record)");
 }
 
 struct Scalar : torch::nn::Module {
