@@ -333,23 +333,29 @@ void NcclCommunicator::wait_for(cudaEvent_t done, const std::string& what) {
   DIFFTRAIN_CUDA_CHECK(cudaStreamWaitEvent(caller_stream(device_), done, 0));
 }
 
+void NcclCommunicator::enqueue(const std::string& what, cudaEvent_t done,
+                               const std::function<ncclResult_t()>& launch) {
+  {
+    std::lock_guard<std::mutex> lock(comm_mutex_);
+    if (!aborted_) {
+      order_after_caller();
+      DIFFTRAIN_NCCL_CHECK(launch());
+    }
+  }
+  wait_until_ready(what, deadline_from_now());  // throws if the communicator was aborted
+  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done, stream_));
+}
+
 std::unique_ptr<Work> NcclCommunicator::all_reduce_sum_async(const at::Tensor& tensor) {
   check_health();
   check_tensor(tensor, "all_reduce_sum");
   const std::string what = describe("all_reduce_sum", &tensor);
   DeviceGuard guard(device_);
-  {
-    std::lock_guard<std::mutex> lock(comm_mutex_);
-    if (!aborted_) {
-      order_after_caller();
-      DIFFTRAIN_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
-                                         static_cast<size_t>(tensor.numel()), nccl_type(tensor),
-                                         ncclSum, comm_, stream_));
-    }
-  }
-  wait_until_ready(what, deadline_from_now());  // throws if the watchdog aborted meanwhile
   auto done = std::make_shared<Event>();
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  enqueue(what, done->get(), [&] {
+    return ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                         nccl_type(tensor), ncclSum, comm_, stream_);
+  });
   // Polled on the watchdog thread; holds the event and the buffer until the sum is done.
   watchdog_->watch(what, [this, done, tensor]() -> CollectiveWatchdog::Poll {
     using State = CollectiveWatchdog::State;
@@ -377,18 +383,11 @@ void NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
   check_tensor(tensor, "broadcast");
   const std::string what = describe("broadcast", &tensor);
   DeviceGuard guard(device_);
-  {
-    std::lock_guard<std::mutex> lock(comm_mutex_);
-    if (!aborted_) {
-      order_after_caller();
-      DIFFTRAIN_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(),
-                                         static_cast<size_t>(tensor.numel()), nccl_type(tensor),
-                                         root, comm_, stream_));
-    }
-  }
-  wait_until_ready(what, deadline_from_now());
   auto done = std::make_shared<Event>();
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  enqueue(what, done->get(), [&] {
+    return ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                         nccl_type(tensor), root, comm_, stream_);
+  });
   NcclWork(*this, std::move(done), tensor, what, /*watched=*/false).wait();
 }
 
@@ -396,17 +395,10 @@ void NcclCommunicator::barrier() {
   check_health();
   const std::string what = describe("barrier", nullptr);
   DeviceGuard guard(device_);
-  {
-    std::lock_guard<std::mutex> lock(comm_mutex_);
-    if (!aborted_) {
-      order_after_caller();
-      DIFFTRAIN_NCCL_CHECK(
-          ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_));
-    }
-  }
-  wait_until_ready(what, deadline_from_now());
   auto done = std::make_shared<Event>();
-  DIFFTRAIN_CUDA_CHECK(cudaEventRecord(done->get(), stream_));
+  enqueue(what, done->get(), [&] {
+    return ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_);
+  });
   NcclWork(*this, std::move(done), at::Tensor(), what, /*watched=*/false).wait();
 }
 

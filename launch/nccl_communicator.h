@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -77,6 +78,10 @@ class NcclCommunicator : public Communicator {
   void check_tensor(const at::Tensor& tensor, const char* op) const;
   // Makes the communicator's stream wait for the caller's stream.
   void order_after_caller();
+  // Orders stream_ after the caller's stream and runs `launch` (one NCCL call on stream_) under
+  // comm_mutex_, waits until NCCL has taken it (deadline), then records `done` on stream_.
+  void enqueue(const std::string& what, cudaEvent_t done,
+               const std::function<ncclResult_t()>& launch);
   std::string describe(const char* op, const at::Tensor* tensor);
 
   ncclComm_t comm_ = nullptr;
