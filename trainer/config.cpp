@@ -370,6 +370,15 @@ std::vector<ConfigKey> build_keys() {
       "weights) into `<run dir>/samples/step-N.png`; 0 = only the end-of-run grid.",
       [](Config & c) -> auto& { return c.sample.every_steps; },
       [](const Config& c) { return non_negative(static_cast<double>(c.sample.every_steps)); }));
+  k.push_back(make_key<int64_t>(
+      "sample.batch_size", "int",
+      "Images per sampler call when drawing grids; ranks draw whole batches, and the grid is "
+      "the same for any rank count with the same batch size. 0 = 8 on a CPU, 128 on a GPU.",
+      [](Config & c) -> auto& { return c.sample.batch_size; },
+      [](const Config& c) {
+        return c.sample.batch_size >= 0 && c.sample.batch_size <= 4096 ? ""
+                                                                       : "must be in [0, 4096]";
+      }));
   // monitoring
   k.push_back(make_key<int64_t>(
       "monitoring.port", "int",

@@ -75,6 +75,7 @@ struct Config {
     int64_t n = 64;
     int64_t seed = 0;
     int64_t every_steps = 0;
+    int64_t batch_size = 0;  // 0 = default_sample_chunk(device)
   } sample;
   struct Monitoring {
     int64_t port = 0;

@@ -249,7 +249,9 @@ TrainResult Trainer::run() {
             },
             schedule, prediction),
         schedule, cfg.sample.n, {shape.channels, shape.height, shape.width}, sampler_options(cfg),
-        static_cast<uint64_t>(cfg.sample.seed), device_, &control_);
+        static_cast<uint64_t>(cfg.sample.seed),
+        cfg.sample.batch_size > 0 ? cfg.sample.batch_size : default_sample_chunk(device_), device_,
+        &control_);
     if (rank != 0) return "";
     char name[64];
     std::snprintf(name, sizeof(name), "/samples/step-%09lld.png", static_cast<long long>(step));

@@ -15,8 +15,8 @@ cd "$TMP"
 "$BIN" train --config "$CONFIG" --run-dir run --set data.dir=data train.steps=3 \
   checkpoint.every_steps=3 train.threads=2 sample.n=2 sample.steps=2 >/dev/null
 
-# Split-invariant noise: 2 ranks draw the same images as 1 (12 images: shares [0, 6) and
-# [6, 12), drawn in the chunks [0, 8) and [8, 12) either way).
+# Split-invariant noise: 2 ranks draw the same images as 1 (12 images in the default chunks of
+# 8 on a CPU: rank 0 draws [0, 8), rank 1 [8, 12)).
 "$BIN" sample --run-dir run --sampler ddpm --steps 6 --n 12 --seed 7 --out one.png \
   --progression strip-one.png
 "${MPIRUN[@]}" -np 2 "$BIN" sample --run-dir run --sampler ddpm --steps 6 --n 12 --seed 7 \
@@ -24,6 +24,12 @@ cd "$TMP"
 grep -q "on 2 rank(s)" two.out || fail "sample under mpirun did not use 2 ranks"
 cmp -s one.png two.png || fail "sample on 2 ranks differs from 1 rank"
 cmp -s strip-one.png strip-two.png || fail "progression strip on 2 ranks differs from 1 rank"
+# --batch-size 3: rank 0 draws [0, 3) and [3, 6), rank 1 [6, 9) and [9, 12); the strip's 8
+# images come from both ranks.
+"$BIN" sample --run-dir run --sampler ddpm --steps 6 --n 12 --seed 7 --batch-size 3   --out one3.png --progression strip-one3.png
+"${MPIRUN[@]}" -np 2 "$BIN" sample --run-dir run --sampler ddpm --steps 6 --n 12 --seed 7   --batch-size 3 --out two3.png --progression strip-two3.png >/dev/null
+cmp -s one3.png two3.png || fail "sample --batch-size 3 on 2 ranks differs from 1 rank"
+cmp -s strip-one3.png strip-two3.png || fail "strip of --batch-size 3 on 2 ranks differs from 1"
 
 # Inpainting: a 32x32 grey image and a mask with a white square to fill.
 "$PY" - <<'PYEOF'

@@ -28,7 +28,7 @@ constexpr double kCollectiveTimeoutS = 600.0;
 struct SampleArgs {
   std::string run_dir, checkpoint, sampler = "ddim", variance = "beta", out = "samples.png";
   std::string progression, weights = "ema", device = "auto", inpaint, mask;
-  int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8;
+  int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8, batch_size = 0;
   double eta = 0.0, guidance = 0.0;
   int64_t label = -1;
 };
@@ -69,7 +69,7 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
   const uint64_t seed = static_cast<uint64_t>(args.seed);
 
   launch::MpiCommunicator comm(kCollectiveTimeoutS);
-  const ImageRange share = rank_share(args.n, comm.rank(), comm.world_size());
+  const int64_t chunk = args.batch_size > 0 ? args.batch_size : default_sample_chunk(device);
   // Progression: x_T and evenly spaced intermediate x_t of the first images, ending at x_0, as
   // [frame, image, C, H, W]; each rank fills the rows of its share, then they are summed.
   const int64_t strip_images = std::min(args.strip_images, args.n);
@@ -79,18 +79,17 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
     strip =
         at::zeros({static_cast<int64_t>(frame_indices.size()), strip_images, channels, size, size});
   }
-  // One chunk of images [begin, end) (gather_across_ranks() picks the chunks).
+  // One chunk of images [begin, end) of this rank's share (gather_across_ranks() picks them).
   const auto draw = [&](int64_t begin, int64_t end) {
-    const int64_t row_begin = std::max(begin, share.begin);
-    const int64_t rows = std::min({end, share.end, strip_images}) - row_begin;
+    const int64_t rows = std::min(end, strip_images) - begin;
     StepCallback on_step;
     if (strip.defined() && rows > 0) {
-      on_step = [&, begin, row_begin, rows](int64_t index, int64_t, const at::Tensor& x) {
+      on_step = [&, begin, rows](int64_t index, int64_t, const at::Tensor& x) {
         const auto frame = std::find(frame_indices.begin(), frame_indices.end(), index);
         if (frame == frame_indices.end()) return;
         strip[frame - frame_indices.begin()]
-            .narrow(0, row_begin, rows)
-            .copy_(x.narrow(0, row_begin - begin, rows).to(torch::kCPU, torch::kFloat));
+            .narrow(0, begin, rows)
+            .copy_(x.narrow(0, 0, rows).to(torch::kCPU, torch::kFloat));
       };
     }
     if (known.defined()) {
@@ -102,7 +101,7 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
   };
 
   const auto start = std::chrono::steady_clock::now();
-  const at::Tensor images = gather_across_ranks(args.n, {channels, size, size}, &comm, draw);
+  const at::Tensor images = gather_across_ranks(args.n, {channels, size, size}, chunk, &comm, draw);
   // Collective: every rank calls this, in the same order.
   if (strip.defined() && comm.world_size() > 1) comm.all_reduce_sum(strip);
   const double seconds =
@@ -144,6 +143,11 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
       ->check(CLI::IsMember({"beta", "posterior"}));
   cmd->add_option("--n", args->n, "Number of images")->check(CLI::Range(1, 4096));
+  cmd->add_option("--batch-size", args->batch_size,
+                  "Images per sampler call; ranks draw whole batches, and the grid is the same "
+                  "for any rank count with the same batch size. 0 (default) = 8 on a CPU, 128 "
+                  "on a GPU")
+      ->check(CLI::Range(0, 4096));
   cmd->add_option("--seed", args->seed,
                   "Seed of the noise; image i's noise depends only on the seed and i");
   cmd->add_option("--out", args->out, "Output PNG grid");

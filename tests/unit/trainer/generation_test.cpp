@@ -97,8 +97,8 @@ TEST(GenerationTest, SamplesAreTheSameInOneBatchOrSeveral) {
 TEST(GenerationTest, OneRankSampleAcrossRanksIsTheSeedOverload) {
   const NoiseSchedule schedule(BetaSchedule::kLinear, 100);
   const SamplerOptions options = options_for(SamplerKind::kDdpm, 5);
-  const torch::Tensor gathered =
-      sample_across_ranks(row_wise_eps, schedule, 5, {1, 4, 4}, options, 3, torch::kCPU, nullptr);
+  const torch::Tensor gathered = sample_across_ranks(row_wise_eps, schedule, 5, {1, 4, 4}, options,
+                                                     3, 8, torch::kCPU, nullptr);
   EXPECT_TRUE(torch::equal(
       gathered, sample(row_wise_eps, schedule, {5, 1, 4, 4}, options, 3, 0, torch::kCPU)));
   EXPECT_EQ(gathered.scalar_type(), torch::kFloat);
@@ -110,9 +110,50 @@ TEST(GenerationTest, OneRankSampleAcrossRanksIsTheSeedOverload) {
   EXPECT_EQ(rank_share(3, 0, 4).end, 0);  // fewer images than ranks: rank 0 draws none
 }
 
+TEST(GenerationTest, ChunkSharesCoverTheImagesOnceInWholeChunks) {
+  for (const int64_t n : {1, 7, 10, 64, 100}) {
+    for (const int64_t chunk : {1, 3, 8, 128}) {
+      for (const int world : {1, 2, 3, 4, 16}) {
+        int64_t next = 0;  // shares are in rank order and back to back
+        for (int rank = 0; rank < world; ++rank) {
+          const ImageRange share = chunk_share(n, chunk, rank, world);
+          const std::string where = "n " + std::to_string(n) + " chunk " + std::to_string(chunk) +
+                                    " rank " + std::to_string(rank) + "/" + std::to_string(world);
+          EXPECT_EQ(share.begin, next) << where;
+          EXPECT_LE(share.begin, share.end) << where;
+          EXPECT_TRUE(share.begin % chunk == 0 || share.begin == n) << where;
+          EXPECT_TRUE(share.end % chunk == 0 || share.end == n) << where;
+          next = share.end;
+        }
+        EXPECT_EQ(next, n) << "n " << n << " chunk " << chunk << " world " << world;
+      }
+    }
+  }
+  // 10 images in chunks of 4 over 4 ranks: 3 chunks, so rank 0 draws none.
+  EXPECT_EQ(chunk_share(10, 4, 0, 4).end, 0);
+  EXPECT_EQ(chunk_share(10, 4, 3, 4).begin, 8);
+  EXPECT_EQ(chunk_share(10, 4, 3, 4).end, 10);
+  EXPECT_EQ(default_sample_chunk(torch::kCPU), 8);
+  EXPECT_EQ(default_sample_chunk(torch::Device(torch::kCUDA, 0)), 128);
+}
+
+TEST(GenerationTest, GatherRejectsAChunkBelowOne) {
+  const auto draw = [](int64_t begin, int64_t end) { return torch::zeros({end - begin, 1}); };
+  EXPECT_THROW(
+      {
+        try {
+          gather_across_ranks(4, {1}, 0, nullptr, draw);
+        } catch (const std::runtime_error& e) {
+          EXPECT_NE(std::string(e.what()).find("batch size 0"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      std::runtime_error);
+}
+
 TEST(GenerationTest, TinyUNetImagesAreDrawnInFixedChunks) {
   // A network's output for one image can change in the last bit with the batch size, so
-  // sample_across_ranks draws fixed chunks [0, 8), [8, 16), ... on any rank count.
+  // sample_across_ranks draws fixed chunks [0, c), [c, 2c), ... on any rank count.
   torch::manual_seed(0);
   UNet model(test_util::small_unet_options(8));
   test_util::randomise_parameters(model, 0.05);
@@ -122,13 +163,19 @@ TEST(GenerationTest, TinyUNetImagesAreDrawnInFixedChunks) {
   };
   const NoiseSchedule schedule(BetaSchedule::kLinear, 50);
   const SamplerOptions options = options_for(SamplerKind::kDdpm, 3);
-  ASSERT_EQ(kSampleChunkImages, 8);
   const torch::Tensor gathered =
-      sample_across_ranks(predictor, schedule, 10, {1, 8, 8}, options, 5, torch::kCPU, nullptr);
+      sample_across_ranks(predictor, schedule, 10, {1, 8, 8}, options, 5, 8, torch::kCPU, nullptr);
   const torch::Tensor chunks =
       torch::cat({sample(predictor, schedule, {8, 1, 8, 8}, options, 5, 0, torch::kCPU),
                   sample(predictor, schedule, {2, 1, 8, 8}, options, 5, 8, torch::kCPU)});
   EXPECT_TRUE(torch::equal(gathered, chunks)) << (gathered - chunks).abs().max().item<float>();
+  const torch::Tensor in_fours =
+      sample_across_ranks(predictor, schedule, 10, {1, 8, 8}, options, 5, 4, torch::kCPU, nullptr);
+  const torch::Tensor fours =
+      torch::cat({sample(predictor, schedule, {4, 1, 8, 8}, options, 5, 0, torch::kCPU),
+                  sample(predictor, schedule, {4, 1, 8, 8}, options, 5, 4, torch::kCPU),
+                  sample(predictor, schedule, {2, 1, 8, 8}, options, 5, 8, torch::kCPU)});
+  EXPECT_TRUE(torch::equal(in_fours, fours)) << (in_fours - fours).abs().max().item<float>();
 }
 
 TEST(GenerationTest, InpaintingKeepsTheKnownPixelsExactly) {
