@@ -16,37 +16,22 @@
 namespace difftrain::trainer {
 
 void add_denoise_command(CLI::App& app) {
-  struct Args {
-    std::string run_dir, checkpoint, input, out = "denoised.png", compare;
-    std::string sampler = "ddim", variance = "beta", weights = "ema", device = "auto";
-    int64_t steps = 50, seed = 0;
-    double eta = 0.0, strength = 0.5;
+  struct Args : GenerationArgs {
+    std::string input, out = "denoised.png", compare;
+    double strength = 0.5;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
       "denoise", "Denoise or re-imagine an image: noise it to --strength, then run the sampler");
-  auto* source = cmd->add_option_group("source", "where the weights come from");
-  source->add_option("--run-dir", args->run_dir, "Run directory: its newest checkpoint");
-  source->add_option("--checkpoint", args->checkpoint, "A checkpoint file");
-  source->require_option(1);
   cmd->add_option("--input", args->input, "PNG of the model's size and channels")->required();
   cmd->add_option("--strength", args->strength,
                   "In (0, 1]: start at timestep round(S (T-1)); small = stay close to the input, "
                   "1 = from pure noise");
   cmd->add_option("--out", args->out, "Output PNG (the model's resolution)");
   cmd->add_option("--compare", args->compare, "Also write input | output side by side");
-  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m (DPM-Solver++(2M))")
-      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
-  cmd->add_option("--steps", args->steps,
-                  "Steps of the full sampler grid; a run visits those below its start");
-  cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
-  cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
-      ->check(CLI::IsMember({"beta", "posterior"}));
-  cmd->add_option("--seed", args->seed, "Seed of the noise");
-  cmd->add_option("--weights", args->weights, "ema (default) or raw")
-      ->check(CLI::IsMember({"ema", "raw"}));
-  cmd->add_option("--device", args->device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_generation_options(cmd, args.get(),
+                         "Steps of the full sampler grid; a run visits those below its start",
+                         "Seed of the noise");
   cmd->callback([args] {
     const c10::Device device = resolve_device(args->device);
     const std::string path = resolve_checkpoint(args->run_dir, args->checkpoint);
@@ -56,12 +41,7 @@ void add_denoise_command(CLI::App& app) {
     const at::Tensor input =
         read_model_image("--input", args->input, config.model.in_channels, config.model.image_size)
             .unsqueeze(0);
-    SamplerOptions options;
-    options.kind = parse_sampler_kind(args->sampler);
-    options.steps = args->steps;
-    options.eta = args->eta;
-    options.variance = parse_ddpm_variance(args->variance);
-    validate(options, config.diffusion.timesteps);
+    const SamplerOptions options = sampler_options(*args, config.diffusion.timesteps);
     const NoiseSchedule schedule = noise_schedule(config);
     torch::NoGradGuard no_grad;
 

@@ -365,8 +365,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--batch-size", args->batch_size,
                   "Images per sampler call (default 250); classifier batch (default 128)");
   cmd->add_option("--threads", args->threads, "CPU threads (0 = LibTorch's default)");
-  cmd->add_option("--device", args->device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_device_option(cmd, &args->device);
   cmd->add_option("--out", args->out,
                   "Output: classifier file, or eval JSON (default RUN/eval/step-N.json)");
   cmd->callback([args] {

@@ -1,8 +1,8 @@
 // `difftrain inspect data|model|schedule|checkpoint`: look inside datasets, model configs,
 // noise schedules and checkpoints.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "data/dataset.h"
@@ -28,7 +28,8 @@ std::string params_sha256(const torch::nn::Module& module) {
 }
 
 void add_inspect_command(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("inspect", "Look inside datasets, models, schedules, checkpoints");
+  CLI::App* cmd =
+      app.add_subcommand("inspect", "Look inside datasets, models, schedules, checkpoints");
   cmd->require_subcommand(1);
 
   auto data_dir = std::make_shared<std::string>();
@@ -46,7 +47,8 @@ void add_inspect_command(CLI::App& app) {
         throw std::runtime_error(*data_dir + ": " + std::to_string(problems.size()) +
                                  " shard(s) failed verification");
       }
-      std::cout << "verify: all " << dataset.manifest().shards.size() << " shards match their checksums\n";
+      std::cout << "verify: all " << dataset.manifest().shards.size()
+                << " shards match their checksums\n";
     }
   });
 
@@ -70,9 +72,11 @@ void add_inspect_command(CLI::App& app) {
     double beta_start = 1e-4, beta_end = 0.02;
   };
   auto schedule_args = std::make_shared<ScheduleArgs>();
-  CLI::App* schedule_cmd = cmd->add_subcommand("schedule", "Noise schedule as CSV: t,beta_t,alpha_bar_t,snr");
+  CLI::App* schedule_cmd =
+      cmd->add_subcommand("schedule", "Noise schedule as CSV: t,beta_t,alpha_bar_t,snr");
   schedule_cmd->add_option("--schedule", schedule_args->schedule, "linear or cosine");
-  schedule_cmd->add_option("--timesteps", schedule_args->timesteps, "T")->check(CLI::Range(1, 100000));
+  schedule_cmd->add_option("--timesteps", schedule_args->timesteps, "T")
+      ->check(CLI::Range(1, 100000));
   schedule_cmd->add_option("--beta-start", schedule_args->beta_start, "linear: beta_1");
   schedule_cmd->add_option("--beta-end", schedule_args->beta_end, "linear: beta_T");
   schedule_cmd->callback([schedule_args] {
@@ -82,11 +86,13 @@ void add_inspect_command(CLI::App& app) {
     std::cout << schedule.to_csv();
   });
 
-  CLI::App* config_cmd = cmd->add_subcommand("config", "Every config key with its default (Markdown)");
+  CLI::App* config_cmd =
+      cmd->add_subcommand("config", "Every config key with its default (Markdown)");
   config_cmd->callback([] { std::cout << config_markdown_table(); });
 
   auto checkpoint_path = std::make_shared<std::string>();
-  CLI::App* checkpoint_cmd = cmd->add_subcommand("checkpoint", "Step, config and weight hash of a checkpoint");
+  CLI::App* checkpoint_cmd =
+      cmd->add_subcommand("checkpoint", "Step, config and weight hash of a checkpoint");
   checkpoint_cmd->add_option("file", *checkpoint_path, "Checkpoint file")->required();
   checkpoint_cmd->callback([checkpoint_path] {
     LoadedCheckpoint checkpoint = LoadedCheckpoint::open(*checkpoint_path, torch::kCPU);

@@ -1,6 +1,5 @@
 // `difftrain prepare`: IDX files or a folder of PNGs → HDF5 shards + index.json.
 #include <CLI/CLI.hpp>
-
 #include <filesystem>
 #include <iostream>
 
@@ -20,9 +19,11 @@ void add_prepare_command(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "prepare", "Convert IDX images (+labels, gzip or plain) or a folder of PNGs (one sub-folder "
-                 "per class) into HDF5 shards with an index.json manifest");
-  cmd->add_option("--images", args->images, "IDX image file, or a directory of class folders of PNGs")
+      "prepare",
+      "Convert IDX images (+labels, gzip or plain) or a folder of PNGs (one sub-folder "
+      "per class) into HDF5 shards with an index.json manifest");
+  cmd->add_option("--images", args->images,
+                  "IDX image file, or a directory of class folders of PNGs")
       ->required();
   cmd->add_option("--labels", args->labels, "IDX label file (IDX input only)");
   cmd->add_option("--out", args->out, "Output dataset directory (must not hold a dataset yet)")
@@ -45,8 +46,8 @@ void add_prepare_command(CLI::App& app) {
     if (args->pad_to > 0) images = data::pad_to(images, args->pad_to);
     const data::Manifest manifest = data::write_shards(images, args->out, args->shards);
     std::cout << "wrote " << manifest.sample_count << " images " << manifest.shape.str() << " ("
-              << manifest.label_count << " labels) in " << manifest.shards.size()
-              << " shards to " << args->out << "\n";
+              << manifest.label_count << " labels) in " << manifest.shards.size() << " shards to "
+              << args->out << "\n";
   });
 }
 

@@ -25,11 +25,10 @@ namespace {
 
 constexpr double kCollectiveTimeoutS = 600.0;
 
-struct SampleArgs {
-  std::string run_dir, checkpoint, sampler = "ddim", variance = "beta", out = "samples.png";
-  std::string progression, weights = "ema", device = "auto", inpaint, mask;
-  int64_t steps = 50, n = 64, seed = 0, strip_frames = 10, strip_images = 8, batch_size = 0;
-  double eta = 0.0, guidance = 0.0;
+struct SampleArgs : GenerationArgs {
+  std::string out = "samples.png", progression, inpaint, mask;
+  int64_t n = 64, strip_frames = 10, strip_images = 8, batch_size = 0;
+  double guidance = 0.0;
   int64_t label = -1;
 };
 
@@ -59,12 +58,7 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
   }
   torch::NoGradGuard no_grad;
 
-  SamplerOptions options;
-  options.kind = parse_sampler_kind(args.sampler);
-  options.steps = args.steps;
-  options.eta = args.eta;
-  options.variance = parse_ddpm_variance(args.variance);
-  validate(options, config.diffusion.timesteps);
+  const SamplerOptions options = sampler_options(args, config.diffusion.timesteps);
   const NoiseSchedule schedule = noise_schedule(config);
   const uint64_t seed = static_cast<uint64_t>(args.seed);
 
@@ -126,30 +120,20 @@ void add_sample_command(CLI::App& app) {
   auto args = std::make_shared<SampleArgs>();
   CLI::App* cmd = app.add_subcommand(
       "sample", "Generate images from a checkpoint into a PNG grid; under mpirun ranks share them");
-  auto* source = cmd->add_option_group("source", "where the weights come from");
-  source->add_option("--run-dir", args->run_dir, "Run directory: its newest checkpoint");
-  source->add_option("--checkpoint", args->checkpoint, "A checkpoint file");
-  source->require_option(1);
-  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m (DPM-Solver++(2M))")
-      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
-  cmd->add_option("--steps", args->steps, "Reverse steps (DDPM: T is the classic sampler)");
-  cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
+  add_generation_options(cmd, args.get(), "Reverse steps (DDPM: T is the classic sampler)",
+                         "Seed of the noise; image i's noise depends only on the seed and i");
   cmd->add_option("--class", args->label,
                   "Class label in [0, model.num_classes) of a class-conditional model; -1 "
                   "(default) = unconditional");
   cmd->add_option("--guidance", args->guidance,
                   "Classifier-free guidance w (Ho & Salimans): (1+w) eps_class - w eps_uncond; "
                   "0 = plain conditional (needs --class)");
-  cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
-      ->check(CLI::IsMember({"beta", "posterior"}));
   cmd->add_option("--n", args->n, "Number of images")->check(CLI::Range(1, 4096));
   cmd->add_option("--batch-size", args->batch_size,
                   "Images per sampler call; ranks draw whole batches, and the grid is the same "
                   "for any rank count with the same batch size. 0 (default) = 8 on a CPU, 128 "
                   "on a GPU")
       ->check(CLI::Range(0, 4096));
-  cmd->add_option("--seed", args->seed,
-                  "Seed of the noise; image i's noise depends only on the seed and i");
   cmd->add_option("--out", args->out, "Output PNG grid");
   cmd->add_option("--progression", args->progression,
                   "Also write a strip PNG of x_T -> x_0 for the first images");
@@ -159,10 +143,6 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--mask", args->mask,
                   "Mask PNG for --inpaint, the model's size: white (>= 128) = generate, "
                   "black = keep");
-  cmd->add_option("--weights", args->weights, "ema (default) or raw")
-      ->check(CLI::IsMember({"ema", "raw"}));
-  cmd->add_option("--device", args->device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([args] {
     // Option errors first, before MPI starts.
     if (args->inpaint.empty() != args->mask.empty()) {

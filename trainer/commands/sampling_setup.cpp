@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -29,6 +30,39 @@ at::Tensor read_pixels(const std::string& path) {
 }
 
 }  // namespace
+
+void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::string& steps_help,
+                            const std::string& seed_help) {
+  auto* source = cmd->add_option_group("source", "where the weights come from");
+  source->add_option("--run-dir", args->run_dir, "Run directory: its newest checkpoint");
+  source->add_option("--checkpoint", args->checkpoint, "A checkpoint file");
+  source->require_option(1);
+  cmd->add_option("--weights", args->weights, "ema (default) or raw")
+      ->check(CLI::IsMember({"ema", "raw"}));
+  add_device_option(cmd, &args->device);
+  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m (DPM-Solver++(2M))")
+      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
+  cmd->add_option("--steps", args->steps, steps_help);
+  cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
+  cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
+      ->check(CLI::IsMember({"beta", "posterior"}));
+  cmd->add_option("--seed", args->seed, seed_help);
+}
+
+void add_device_option(CLI::App* cmd, std::string* device) {
+  cmd->add_option("--device", *device, "auto, cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+}
+
+SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps) {
+  SamplerOptions options;
+  options.kind = parse_sampler_kind(args.sampler);
+  options.steps = args.steps;
+  options.eta = args.eta;
+  options.variance = parse_ddpm_variance(args.variance);
+  validate(options, timesteps);
+  return options;
+}
 
 std::string resolve_checkpoint(const std::string& run_dir, const std::string& checkpoint) {
   if (!checkpoint.empty()) return checkpoint;

@@ -1,5 +1,6 @@
-// What the generating commands (`sample`, `denoise`) share: a checkpoint's weights as an
-// eps-predictor, and PNG files as image and mask tensors checked against the model.
+// What the generating commands (`sample`, `denoise`, `eval`) share: their common options, a
+// checkpoint's weights as an eps-predictor, and PNG files as image and mask tensors checked
+// against the model.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -10,9 +11,35 @@
 
 #include "trainer/config.h"
 #include "trainer/diffusion/prediction.h"
+#include "trainer/diffusion/sampler.h"
 #include "trainer/model/unet.h"
 
+namespace CLI {
+class App;
+}
+
 namespace difftrain::trainer {
+
+// The options of a command that generates from one checkpoint's weights with a sampler.
+struct GenerationArgs {
+  std::string run_dir, checkpoint;  // exactly one is given
+  std::string weights = "ema", device = "auto";
+  std::string sampler = "ddim", variance = "beta";
+  int64_t steps = 50, seed = 0;
+  double eta = 0.0;
+};
+
+// Adds --run-dir / --checkpoint (exactly one), --weights, --device, --sampler, --steps (with
+// `steps_help`), --eta, --variance and --seed (with `seed_help`) to `cmd`, writing into `args`
+// (which must outlive the command).
+void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::string& steps_help,
+                            const std::string& seed_help);
+
+// --device auto|cpu|cuda, writing into `device`.
+void add_device_option(CLI::App* cmd, std::string* device);
+
+// The sampler that args name, validated against `timesteps` (throws naming the value).
+SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps);
 
 // --checkpoint FILE, or else the newest checkpoint of --run-dir DIR (error naming the dir if it
 // has none).
