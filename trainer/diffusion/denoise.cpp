@@ -50,7 +50,7 @@ at::Tensor denoise(const EpsPredictor& predictor, const NoiseSchedule& schedule,
   const int64_t batch = x0.size(0);
   const at::IntArrayRef image_shape = x0.sizes().slice(1);
   const at::Device device = x0.device();
-  ImageNoise noise(seed, first_index, batch);
+  ImageNoise noise(seed, first_index, batch, /*draw_ahead=*/device.is_cuda());
   const at::Tensor x_start =
       schedule.q_sample(x0, at::full({batch}, t_start, at::TensorOptions().dtype(at::kLong)),
                         noise.draw(image_shape, device));

@@ -28,7 +28,7 @@ at::Tensor inpaint(const EpsPredictor& predictor, const NoiseSchedule& schedule,
   const at::Tensor known_batch = known.to(device, at::kFloat).unsqueeze(0).expand({n, -1, -1, -1});
   const at::Tensor fill = fill_mask.to(device).ne(0).unsqueeze(0);
   const at::IntArrayRef image_shape = known.sizes();
-  ImageNoise noise(seed, first_index, n);
+  ImageNoise noise(seed, first_index, n, /*draw_ahead=*/device.is_cuda());
   const at::TensorOptions timestep_options = at::TensorOptions().dtype(at::kLong).device(device);
   // The known region at timestep t: q(x_t | x_0 = known), with noise from each image's stream.
   const auto known_at = [&](int64_t t) {

@@ -271,7 +271,7 @@ at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
     message << "sample: shape " << shape << "; want a non-empty [B, ...]";
     throw std::runtime_error(message.str());
   }
-  ImageNoise image_noise(seed, first_index, shape[0]);
+  ImageNoise image_noise(seed, first_index, shape[0], /*draw_ahead=*/device.is_cuda());
   const at::IntArrayRef image_shape = shape.slice(1);
   const at::Tensor x_T = image_noise.draw(image_shape, device);
   return sample_from(

@@ -72,6 +72,25 @@ TEST(GenerationTest, ImageNoiseRowsDependOnlyOnSeedAndIndex) {
   EXPECT_THROW(ImageNoise(7, 0, 0), std::runtime_error);
 }
 
+TEST(GenerationTest, DrawingAheadGivesTheSameNoise) {
+  ImageNoise now(11, 2, 4);
+  ImageNoise ahead(11, 2, 4, /*draw_ahead=*/true);
+  for (int k = 0; k < 5; ++k) {
+    const torch::Tensor expected = now.draw({3, 6, 6});
+    const torch::Tensor got = ahead.draw({3, 6, 6});
+    EXPECT_TRUE(torch::equal(expected, got)) << "draw " << k;
+  }
+  // A draw ahead was made for [4, 3, 6, 6]: another shape is a caller's error, named.
+  try {
+    ahead.draw({3, 5, 5});
+    ADD_FAILURE() << "another shape after a draw ahead did not throw";
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("[4, 3, 5, 5]"), std::string::npos) << e.what();
+  }
+  // Destroyed with a draw in flight: waits for it.
+  { ImageNoise(3, 0, 64, /*draw_ahead=*/true).draw({3, 32, 32}); }
+}
+
 TEST(GenerationTest, SamplesAreTheSameInOneBatchOrSeveral) {
   const NoiseSchedule schedule(BetaSchedule::kLinear, 100);
   for (const SamplerOptions& options : all_samplers(8)) {
