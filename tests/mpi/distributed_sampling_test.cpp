@@ -45,13 +45,7 @@ TEST(DistributedSampling, EqualsOneRankForEverySamplerAndSplit) {
 
 TEST(DistributedSampling, TinyUNetFromTheSameSeedEqualsOneRank) {
   launch::MpiCommunicator comm(60.0);
-  torch::manual_seed(3);
-  UNet model(test_util::small_unet_options(8));
-  test_util::randomise_parameters(model, 0.05);
-  model->eval();
-  const EpsPredictor predictor = [&model](const torch::Tensor& x, const torch::Tensor& t) {
-    return model->forward(x, t);
-  };
+  const EpsPredictor predictor = test_util::random_unet_eps(3);
   const NoiseSchedule schedule(BetaSchedule::kLinear, 50);
   const SamplerOptions options = options_for(SamplerKind::kDdim, 4, 1.0);
   for (const int64_t chunk : {3, 8}) {

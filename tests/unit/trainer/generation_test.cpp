@@ -173,13 +173,7 @@ TEST(GenerationTest, GatherRejectsAChunkBelowOne) {
 TEST(GenerationTest, TinyUNetImagesAreDrawnInFixedChunks) {
   // A network's output for one image can change in the last bit with the batch size, so
   // sample_across_ranks draws fixed chunks [0, c), [c, 2c), ... on any rank count.
-  torch::manual_seed(0);
-  UNet model(test_util::small_unet_options(8));
-  test_util::randomise_parameters(model, 0.05);
-  model->eval();
-  const EpsPredictor predictor = [&model](const torch::Tensor& x, const torch::Tensor& t) {
-    return model->forward(x, t);
-  };
+  const EpsPredictor predictor = test_util::random_unet_eps(0);
   const NoiseSchedule schedule(BetaSchedule::kLinear, 50);
   const SamplerOptions options = options_for(SamplerKind::kDdpm, 3);
   const torch::Tensor gathered =

@@ -44,4 +44,18 @@ inline void randomise_parameters(UNet& model, double std) {
   for (auto& parameter : model->parameters()) parameter.normal_(0.0, std);
 }
 
+// A small_unet_options(image_size) U-Net with parameters from N(0, 0.05^2) after
+// torch::manual_seed(seed) (so every rank builds the same one), in eval mode, as an
+// eps-predictor (x, t) -> eps that keeps the module alive.
+inline std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> random_unet_eps(
+    uint64_t seed, int64_t image_size = 8) {
+  torch::manual_seed(seed);
+  UNet model(small_unet_options(image_size));
+  randomise_parameters(model, 0.05);
+  model->eval();
+  return [model](const torch::Tensor& x, const torch::Tensor& t) mutable {
+    return model->forward(x, t);
+  };
+}
+
 }  // namespace difftrain::trainer::test_util
