@@ -1,4 +1,5 @@
-# difftrain: `make demo` and `make test` do all set-up on a fresh Debian 12 machine.
+# difftrain: `make demo` and `make test` do all set-up on a fresh Debian 12 machine (with the
+# CUDA toolkit): Debian packages, the pinned PyTorch in .venv/, then the build.
 BUILD ?= build
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
@@ -18,7 +19,7 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure --timeout 900 $(CTEST_ARGS)
+	./scripts/run-tests.sh $(BUILD) $(CTEST_ARGS)
 
 demo: build
 	./scripts/demo.sh $(BUILD)

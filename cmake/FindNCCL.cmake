@@ -1,12 +1,16 @@
 # FindNCCL: the NVIDIA Collective Communications Library.
-# Looks in NCCL_ROOT / $NCCL_ROOT / $NCCL_HOME, then next to the CUDA toolkit
-# (CUDAToolkit_LIBRARY_ROOT, /usr/local/cuda), then the system paths.
+# Looks in NCCL_HINTS (the caller's first choice, e.g. the nvidia-nccl wheel that LibTorch loads),
+# NCCL_ROOT / $NCCL_ROOT / $NCCL_HOME, then next to the CUDA toolkit (CUDAToolkit_LIBRARY_ROOT,
+# /usr/local/cuda), then the system paths. A pip install ships only `libnccl.so.2`, which is
+# looked for after the unversioned `libnccl.so`.
 # Provides NCCL_FOUND, NCCL_VERSION, NCCL_INCLUDE_DIR, NCCL_LIBRARY and the imported target
 # NCCL::NCCL. The version is read from nccl.h (NCCL_MAJOR/MINOR/PATCH).
-set(_nccl_hints ${NCCL_ROOT} $ENV{NCCL_ROOT} $ENV{NCCL_HOME} ${CUDAToolkit_LIBRARY_ROOT}
+set(_nccl_hints ${NCCL_HINTS} ${NCCL_ROOT} $ENV{NCCL_ROOT} $ENV{NCCL_HOME} ${CUDAToolkit_LIBRARY_ROOT}
     ${CUDAToolkit_TARGET_DIR} /usr/local/cuda)
+# Each location is searched for both names before the next one, so the hinted copy wins.
 find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hints} PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY NAMES nccl HINTS ${_nccl_hints} PATH_SUFFIXES lib lib64)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR HINTS ${_nccl_hints}
+             PATH_SUFFIXES lib lib64)
 
 if(NCCL_INCLUDE_DIR AND EXISTS "${NCCL_INCLUDE_DIR}/nccl.h")
   file(STRINGS "${NCCL_INCLUDE_DIR}/nccl.h" _nccl_version_lines

@@ -22,6 +22,12 @@ herr_t collect_message(unsigned /*n*/, const H5E_error2_t* error, void* client_d
 
 }  // namespace
 
+std::string hdf5_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  if (H5get_libversion(&major, &minor, &release) < 0) return "unknown";
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
+}
+
 Hdf5Lock::Hdf5Lock() : guard_(hdf5_mutex()) {
   thread_local bool silenced = false;
   if (!silenced) {

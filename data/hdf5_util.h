@@ -16,6 +16,9 @@ namespace difftrain::data {
 // so a function holding it may destroy handles, which take it too. Constructing one also
 // switches off HDF5's automatic error printing for the calling thread: in a thread-safe HDF5
 // build that setting is per thread, and errors must surface only as our exceptions.
+// The HDF5 library this binary runs with, "1.10.8" (H5get_libversion).
+std::string hdf5_version();
+
 class Hdf5Lock {
  public:
   Hdf5Lock();

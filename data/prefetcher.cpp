@@ -10,13 +10,15 @@
 namespace difftrain::data {
 
 Prefetcher::Prefetcher(const Dataset& dataset, const DistributedSampler& sampler, int rank,
-                       int world_size, int64_t first_step, int depth, PrepareBatch prepare)
+                       int world_size, int64_t first_step, int depth, PrepareBatch prepare,
+                       ThreadStart thread_start)
     : dataset_(dataset),
       sampler_(sampler),
       rank_(rank),
       world_size_(world_size),
       depth_(depth > 0 ? static_cast<size_t>(depth) : 0),
       prepare_(std::move(prepare)),
+      thread_start_(std::move(thread_start)),
       next_step_(first_step) {
   if (depth < 1) throw DataError("prefetcher: depth " + std::to_string(depth) + ", want >= 1");
   if (first_step < 0) {
@@ -39,6 +41,7 @@ Prefetcher::~Prefetcher() {
 void Prefetcher::run() {
   const SampleShape shape = dataset_.manifest().shape;
   try {
+    if (thread_start_) thread_start_();
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);

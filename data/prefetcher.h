@@ -31,11 +31,15 @@ struct Batch {
 // Runs on the reader thread once a batch is read; its result becomes Batch::prepared. Lets the
 // trainer move per-batch work (noise, pinned host copies) off the training step's thread.
 using PrepareBatch = std::function<std::any(const Batch&)>;
+// Runs first on the reader thread, before any read (e.g. to select the rank's GPU, which
+// pinned allocations in `prepare` then use).
+using ThreadStart = std::function<void()>;
 
 // One background thread reads batches first_step, first_step+1, ... (this rank's ids from the
 // sampler) and keeps up to `depth` of them ready. The stream has no end: the caller stops
 // calling next() and destroys the prefetcher. `prepare`, when given, runs on the reader thread
-// for each batch in order; an exception from it reaches next() like a read failure.
+// for each batch in order, after `thread_start`; an exception from either reaches next() like a
+// read failure.
 //
 // `dataset` must outlive the prefetcher; the sampler is copied (its permutation cache is not
 // thread-safe, so the reader thread owns its copy). A sampler covering more samples than the
@@ -47,7 +51,8 @@ class Prefetcher {
   // DataError if depth < 1, world_size < 1, rank outside [0, world_size), first_step < 0,
   // or the sampler's global batch is not divisible by world_size.
   Prefetcher(const Dataset& dataset, const DistributedSampler& sampler, int rank, int world_size,
-             int64_t first_step, int depth = 4, PrepareBatch prepare = nullptr);
+             int64_t first_step, int depth = 4, PrepareBatch prepare = nullptr,
+             ThreadStart thread_start = nullptr);
   // Stops and joins the reader thread; returns promptly (after at most the batch being read)
   // even when the queue is full.
   ~Prefetcher();
@@ -69,6 +74,7 @@ class Prefetcher {
   const int world_size_;
   const size_t depth_;
   const PrepareBatch prepare_;
+  const ThreadStart thread_start_;
 
   mutable std::mutex mutex_;
   std::condition_variable ready_;  // a batch or an error arrived

@@ -69,12 +69,9 @@ class Communicator {
 };
 
 // backend: "mpi" (host tensors), "nccl" (CUDA tensors) or "auto" (NCCL when the runtime's
-// device is CUDA and NCCL is built in, else MPI). timeout_s bounds every collective.
+// device is CUDA, else MPI). timeout_s bounds every collective.
 // Collective: every rank calls this, in the same order.
 std::unique_ptr<Communicator> make_communicator(const std::string& backend, const Runtime& runtime,
                                                 double timeout_s);
-
-// Whether this build includes the NCCL backend.
-bool nccl_available();
 
 }  // namespace difftrain::launch

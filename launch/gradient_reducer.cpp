@@ -22,8 +22,7 @@ double seconds_between(std::chrono::steady_clock::time_point from,
 }  // namespace
 
 // Runs after a parameter's AccumulateGrad node has added this backward's gradient into .grad()
-// (the same mechanism as PyTorch's own DDP reducer; LibTorch 1.13 has no
-// register_post_accumulate_grad_hook). FunctionPostHook has this signature in 1.13 and 2.x.
+// (the same mechanism as PyTorch's own DDP reducer).
 class GradientReducer::ReadyHook : public torch::autograd::FunctionPostHook {
  public:
   ReadyHook(GradientReducer* reducer, size_t parameter)
@@ -38,6 +37,11 @@ class GradientReducer::ReadyHook : public torch::autograd::FunctionPostHook {
  private:
   GradientReducer* reducer_;
   size_t parameter_;
+};
+
+struct GradientReducer::Accumulators {
+  std::vector<decltype(torch::autograd::impl::grad_accumulator(at::Tensor()))> nodes;
+  std::vector<uintptr_t> hook_keys;
 };
 
 GradientReducer::GradientReducer(Communicator& communicator,
@@ -93,22 +97,25 @@ GradientReducer::GradientReducer(Communicator& communicator,
 
   // The accumulator node of a leaf is owned by the graphs that use it and recreated when none
   // does; holding it keeps our hook on the node every future graph will use.
+  accumulators_ = std::make_unique<Accumulators>();
   for (size_t k = 0; k < parameters_.size(); ++k) {
-    std::shared_ptr<torch::autograd::Node> accumulator =
-        torch::autograd::impl::grad_accumulator(parameters_[k]);
+    auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[k]);
     if (!accumulator) {
       throw std::runtime_error("GradientReducer: parameter " + std::to_string(k) +
                                " is not a leaf tensor; pass the model's parameters");
     }
-    hook_keys_.push_back(accumulator->add_post_hook(std::make_unique<ReadyHook>(this, k)));
-    accumulators_.push_back(std::move(accumulator));
+    accumulators_->hook_keys.push_back(
+        accumulator->add_post_hook(std::make_unique<ReadyHook>(this, k)));
+    accumulators_->nodes.push_back(std::move(accumulator));
   }
 }
 
 GradientReducer::~GradientReducer() {
   // The accumulators may outlive us (a graph still holds one); they must not call into a
   // destroyed reducer.
-  for (size_t k = 0; k < accumulators_.size(); ++k) accumulators_[k]->del_post_hook(hook_keys_[k]);
+  for (size_t k = 0; k < accumulators_->nodes.size(); ++k) {
+    accumulators_->nodes[k]->del_post_hook(accumulators_->hook_keys[k]);
+  }
 }
 
 std::vector<GradientBucket> GradientReducer::buckets() const {

@@ -14,10 +14,6 @@
 
 #include "launch/communicator.h"
 
-namespace torch::autograd {
-struct Node;
-}
-
 namespace difftrain::launch {
 
 // Owns the gradient storage of `parameters`: each parameter's .grad() becomes a view into a
@@ -90,6 +86,9 @@ class GradientReducer {
 
  private:
   class ReadyHook;
+  // The parameters' gradient accumulator nodes and our hooks on them (defined in the .cpp,
+  // where the node pointer type of this LibTorch is known).
+  struct Accumulators;
   using Clock = std::chrono::steady_clock;
   struct Bucket {
     at::Tensor flat;                    // on the parameters' device
@@ -116,8 +115,7 @@ class GradientReducer {
   std::vector<size_t> bucket_of_;       // parameter -> bucket index
   std::vector<int64_t> offset_of_;      // parameter -> element offset in its bucket
   std::vector<char> ready_;             // parameter -> final in this sync backward
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps hooks alive
-  std::vector<uintptr_t> hook_keys_;
+  std::unique_ptr<Accumulators> accumulators_;  // keeps the hooks alive
 
   std::mutex mutex_;                 // hooks may run on autograd's device thread
   bool armed_ = false;               // a sync backward is expected or under way

@@ -14,9 +14,7 @@
 #include "launch/nccl_check.h"
 #include "launch/runtime.h"
 
-#ifdef DIFFTRAIN_TORCH_CUDA
 #include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace difftrain::launch {
 
@@ -60,14 +58,9 @@ ncclDataType_t nccl_type(const at::Tensor& tensor) {
   }
 }
 
-// The stream the caller's kernels run on (see the header for the assumption without c10_cuda).
+// The stream the caller's kernels run on.
 cudaStream_t caller_stream(int device) {
-#ifdef DIFFTRAIN_TORCH_CUDA
   return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
-#else
-  (void)device;
-  return cudaStreamLegacy;
-#endif
 }
 
 // Polls gently: spin for the first 200 us (small collectives), then sleep up to 1 ms.

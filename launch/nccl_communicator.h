@@ -3,7 +3,6 @@
 // all-reduce in flight against the deadline (non-blocking communicator +
 // ncclCommGetAsyncError) and aborts the communicator (ncclCommAbort) at the deadline or on an
 // error; the next call on the training thread then throws CollectiveTimeout or the error.
-// Compiled only when CMake finds the CUDA toolkit and NCCL (DIFFTRAIN_HAVE_NCCL).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -23,10 +22,8 @@
 
 namespace difftrain::launch {
 
-// Stream assumption: with a CUDA LibTorch (DIFFTRAIN_TORCH_CUDA) collectives wait for the
-// caller's current c10 CUDA stream, whatever it is (autograd's hooks run with the stream that
-// produced the gradient). A LibTorch without c10_cuda cannot make CUDA tensors; such a build
-// orders after the legacy default stream, which is torch's default compute stream.
+// Stream assumption: collectives wait for the caller's current c10 CUDA stream, whatever it is
+// (autograd's hooks run with the stream that produced the gradient).
 //
 // An all-reduce's wait() does not block the host: it orders the caller's current stream after
 // the collective and returns, so the host goes on queueing the optimizer step behind it; its

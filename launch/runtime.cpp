@@ -1,6 +1,7 @@
 // MPI bootstrap and device selection for one data-parallel worker.
 #include "launch/runtime.h"
 
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 
@@ -65,6 +66,7 @@ Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
   if (cuda && device_request != "cpu") {
     const int count = static_cast<int>(torch::cuda::device_count());
     device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank_ % count));
+    use_device_on_this_thread(device_);
   }
   host_allocator_ = configure_host_allocator();
 }
@@ -101,5 +103,9 @@ void Runtime::abort(int code) const {
 }
 
 bool Runtime::active() { return g_active; }
+
+void use_device_on_this_thread(const c10::Device& device) {
+  if (device.is_cuda()) c10::cuda::set_device(device.index());
+}
 
 }  // namespace difftrain::launch

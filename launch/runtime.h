@@ -27,6 +27,7 @@ class Runtime {
   // Rank among the processes on this node (MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)).
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // cuda:(local rank mod GPUs) or cpu; a CUDA device is current on the constructing thread.
   const c10::Device& device() const { return device_; }
   const std::string& hostname() const { return hostname_; }
   // CPU threads this rank should use for intra-op parallelism: its share of the node's cores.
@@ -57,5 +58,10 @@ class Runtime {
   std::string host_allocator_;
   bool owns_mpi_ = false;  // this Runtime called MPI_Init_thread, so it calls MPI_Finalize
 };
+
+// Makes `device` the calling thread's current CUDA device; nothing for a CPU device. Every
+// thread that touches CUDA calls it first, pinned host memory included: CUDA gives a thread
+// without one GPU 0, and a context there (about 0.5 GB) for every rank of the node.
+void use_device_on_this_thread(const c10::Device& device);
 
 }  // namespace difftrain::launch

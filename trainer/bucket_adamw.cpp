@@ -5,27 +5,14 @@
 #include <torch/optim/adamw.h>
 #include <torch/serialize/archive.h>
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 namespace difftrain::trainer {
 namespace {
 
-// torch::optim's state map is keyed by the parameter's TensorImpl address: as a string in
-// LibTorch 1.13, as a void* in 2.x.
-template <typename Map>
-typename Map::key_type state_key(const Map& /*state*/, const at::Tensor& parameter) {
-  using Key = typename Map::key_type;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream text;  // what c10::guts::to_string wrote in 1.13
-    text << parameter.unsafeGetTensorImpl();
-    return text.str();
-  } else {
-    return static_cast<Key>(parameter.unsafeGetTensorImpl());
-  }
-}
+// torch::optim's state map is keyed by the parameter's TensorImpl address.
+void* state_key(const at::Tensor& parameter) { return parameter.unsafeGetTensorImpl(); }
 
 torch::optim::AdamWOptions shell_options(const AdamWSettings& settings, double lr) {
   return torch::optim::AdamWOptions(lr)
@@ -140,7 +127,7 @@ void BucketAdamW::save(torch::serialize::OutputArchive& archive) const {
     // Saved contiguous whatever the parameter's layout: the file does not depend on it.
     entry->exp_avg(launch::bucket_view(b.exp_avg, place.offset, p).contiguous());
     entry->exp_avg_sq(launch::bucket_view(b.exp_avg_sq, place.offset, p).contiguous());
-    state[state_key(state, p)] = std::move(entry);
+    state[state_key(p)] = std::move(entry);
   }
   shell.save(archive);
 }
@@ -157,7 +144,7 @@ void BucketAdamW::load(torch::serialize::InputArchive& archive) {
   }
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const Place& place = places_[i];
-    const auto found = state.find(state_key(state, parameters_[i]));
+    const auto found = state.find(state_key(parameters_[i]));
     if (place.bucket < 0 || found == state.end()) continue;
     const auto& entry = static_cast<const torch::optim::AdamWParamState&>(*found->second);
     const Bucket& b = buckets_[static_cast<size_t>(place.bucket)];

@@ -2,50 +2,23 @@
 
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
-#include <torch/version.h>
 
 #include <stdexcept>
-
-// LibTorch 2.4 replaced the per-backend autocast setters (set_enabled, set_cpu_enabled, ...)
-// with ones that take the device type; 1.13 (Debian) has only the old ones.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE 1
-#endif
 
 namespace difftrain::trainer {
 namespace {
 
 bool autocast_enabled(c10::DeviceType device) {
-#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
   return at::autocast::is_autocast_enabled(device);
-#else
-  return device == c10::DeviceType::CUDA ? at::autocast::is_enabled()
-                                         : at::autocast::is_cpu_enabled();
-#endif
 }
 
 c10::ScalarType autocast_dtype(c10::DeviceType device) {
-#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
   return at::autocast::get_autocast_dtype(device);
-#else
-  return device == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
-                                         : at::autocast::get_autocast_cpu_dtype();
-#endif
 }
 
 void set_autocast(c10::DeviceType device, bool enabled, c10::ScalarType dtype) {
-#ifdef DIFFTRAIN_AUTOCAST_BY_DEVICE_TYPE
   at::autocast::set_autocast_dtype(device, dtype);
   at::autocast::set_autocast_enabled(device, enabled);
-#else
-  if (device == c10::DeviceType::CUDA) {
-    at::autocast::set_autocast_gpu_dtype(dtype);
-    at::autocast::set_enabled(enabled);
-  } else {
-    at::autocast::set_autocast_cpu_dtype(dtype);
-    at::autocast::set_cpu_enabled(enabled);
-  }
-#endif
 }
 
 }  // namespace

@@ -6,7 +6,6 @@ namespace difftrain::trainer {
 std::string step_graph_unavailable_reason(const c10::Device& device, int world_size,
                                           int64_t grad_accum_steps) {
   if (!device.is_cuda()) return "the device is " + device.str() + ", not a GPU";
-  if (!step_graphs_built()) return "this LibTorch was built without CUDA";
   if (grad_accum_steps != 1) {
     return "train.grad_accum_steps = " + std::to_string(grad_accum_steps) +
            " (a graph holds one micro-step)";

@@ -16,9 +16,6 @@ namespace difftrain::trainer {
 // the noise schedule's device tables and the caching allocator settle during them.
 constexpr int64_t kStepGraphWarmupSteps = 3;
 
-// False where this LibTorch has no CUDA (StepGraph then throws on construction).
-bool step_graphs_built();
-
 // Why a run on `device` with this many ranks and micro-steps cannot capture its step, as a
 // phrase for the log; "" when it can.
 std::string step_graph_unavailable_reason(const c10::Device& device, int world_size,
@@ -37,13 +34,21 @@ class StepGraph {
   StepGraph(const StepGraph&) = delete;
   StepGraph& operator=(const StepGraph&) = delete;
 
+  // Runs `build` with the capture stream current. Make in it whatever creates autograd nodes
+  // that the captured backward will run and that outlive one step: the GradientReducer, which
+  // takes the parameters' gradient accumulators. Autograd runs such a node on the stream that
+  // was current when it was made, and a capture cannot wait on another stream (PyTorch's rule
+  // for DDP under CUDA graphs).
+  void on_stream(const std::function<void()>& build);
+
   // Runs `body` eagerly on the capture stream (a warm-up step), after the current stream's
   // queued work and before its later work; returns body's result.
   at::Tensor run_eagerly(const std::function<at::Tensor()>& body);
 
   // Captures `body` (it launches, nothing runs) and returns its result, whose storage every
   // replay() rewrites. Throws std::runtime_error with CUDA's reason when the capture fails;
-  // nothing is captured then, and the caller can go on eagerly.
+  // nothing is captured then. The caller should stop rather than go on eagerly: after a failed
+  // capture the caching allocator and the RNG may still hold capture state.
   at::Tensor capture(const std::function<at::Tensor()>& body);
 
   // Launches the captured work on the current stream. Requires a successful capture().

@@ -5,7 +5,6 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/version.h>
 
 #include <stdexcept>
 
@@ -14,15 +13,10 @@
 namespace difftrain::trainer {
 namespace {
 
-// LibTorch 2.1 lets the capture forbid unsafe CUDA calls in the capturing thread only, so that
-// the prefetch thread may go on allocating pinned memory while the step is captured. Before
-// that, such a call fails the capture, and the run goes on eagerly.
+// The capture forbids unsafe CUDA calls in the capturing thread only, so that the prefetch
+// thread may go on allocating pinned memory while the step is captured.
 void begin_capture(at::cuda::CUDAGraph& graph) {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
   graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-#else
-  graph.capture_begin();
-#endif
 }
 
 }  // namespace
@@ -33,18 +27,21 @@ struct StepGraph::Impl {
   std::unique_ptr<at::cuda::CUDAGraph> graph;
 };
 
-bool step_graphs_built() { return true; }
+namespace {
+const c10::Device& cuda_device(const c10::Device& device) {
+  if (!device.is_cuda()) throw std::logic_error("StepGraph on " + device.str() + ": not CUDA");
+  return device;
+}
+}  // namespace
 
 StepGraph::StepGraph(const c10::Device& device)
-    : impl_(std::make_unique<Impl>(
-          Impl{device, c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index()),
-               nullptr})) {
-  if (!device.is_cuda()) throw std::logic_error("StepGraph on " + device.str() + ": not CUDA");
-}
+    : impl_(std::make_unique<Impl>(Impl{
+          cuda_device(device),
+          c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index()), nullptr})) {}
 
 StepGraph::~StepGraph() = default;
 
-at::Tensor StepGraph::run_eagerly(const std::function<at::Tensor()>& body) {
+void StepGraph::on_stream(const std::function<void()>& build) {
   const c10::cuda::CUDAGuard device_guard(impl_->device);
   const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(impl_->device.index());
   // The side stream starts after the current stream's queued work (this step's input copies)
@@ -53,14 +50,18 @@ at::Tensor StepGraph::run_eagerly(const std::function<at::Tensor()>& body) {
   at::cuda::CUDAEvent inputs_ready;
   inputs_ready.record(current);
   inputs_ready.block(impl_->stream);
-  at::Tensor result;
   {
     const c10::cuda::CUDAStreamGuard stream_guard(impl_->stream);
-    result = body();
+    build();
   }
   at::cuda::CUDAEvent done;
   done.record(impl_->stream);
   done.block(current);
+}
+
+at::Tensor StepGraph::run_eagerly(const std::function<at::Tensor()>& body) {
+  at::Tensor result;
+  on_stream([&] { result = body(); });
   return result;
 }
 

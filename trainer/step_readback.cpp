@@ -5,10 +5,8 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include <chrono>
 #include <optional>
 #include <stdexcept>
-#include <thread>
 #include <utility>
 
 namespace difftrain::trainer {
@@ -51,8 +49,7 @@ void StepReadback::finish_oldest() {
   std::unique_ptr<Entry> entry = std::move(pending_.front());
   pending_.pop_front();
   if (entry->copied) {
-    // c10::Event has no blocking wait in LibTorch 1.13; the copy is normally done by now.
-    while (!entry->copied->query()) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    entry->copied->synchronize();  // normally done by now
   }
   entry->finish(entry->host.data_ptr<double>());
 }

@@ -16,6 +16,7 @@
 #include "data/prefetcher.h"
 #include "launch/communicator.h"
 #include "launch/gradient_reducer.h"
+#include "launch/runtime.h"
 #include "trainer/bucket_adamw.h"
 #include "trainer/checkpoint.h"
 #include "trainer/diffusion/objective.h"
@@ -135,9 +136,35 @@ TrainResult Trainer::run() {
   }
   const NoiseSchedule schedule = noise_schedule(cfg);
   const Prediction prediction = parse_prediction(cfg.model.prediction);
+  // train.cuda_graph: after kStepGraphWarmupSteps eager steps on the graph's stream the whole
+  // step (one micro-step, reduce, optimizer, EMA) is captured once and replayed; each step's
+  // inputs are first copied into the fixed buffers `graph_inputs`, and the learning rate, EMA
+  // weight and dropout seed are set outside it. A run whose set-up rules it out says why and
+  // trains eagerly; a capture that fails stops the run (see StepGraph::capture).
+  std::unique_ptr<StepGraph> graph;
+  if (cfg.train.cuda_graph) {
+    const std::string why = step_graph_unavailable_reason(device_, world, accum);
+    if (why.empty()) {
+      graph = std::make_unique<StepGraph>(device_);
+      spdlog::info("train.cuda_graph: the step is captured after {} eager steps",
+                   kStepGraphWarmupSteps);
+    } else {
+      spdlog::warn("train.cuda_graph: not used: {}; training without a CUDA graph", why);
+    }
+  }
+  // The reducer holds the gradient accumulators, whose stream must be the capture's.
   auto parameters = model->parameters();
-  launch::GradientReducer reducer(gradients_, parameters,
-                                  static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
+  std::unique_ptr<launch::GradientReducer> reducer_owner;
+  auto make_reducer = [&] {
+    reducer_owner = std::make_unique<launch::GradientReducer>(
+        gradients_, parameters, static_cast<int64_t>(cfg.dist.bucket_mb * 1e6));
+  };
+  if (graph) {
+    graph->on_stream(make_reducer);
+  } else {
+    make_reducer();
+  }
+  launch::GradientReducer& reducer = *reducer_owner;
   const AdamWSettings adamw = adamw_settings(cfg);
   BucketAdamW optimizer(parameters, reducer.buckets(), adamw);
   Ema ema(*model, cfg.ema.decay);
@@ -275,7 +302,8 @@ TrainResult Trainer::run() {
   input_plan.pin_memory = device_.is_cuda();
   data::Prefetcher prefetcher(dataset, sampler, rank, world, start_step * accum,
                               static_cast<int>(cfg.data.prefetch_batches),
-                              step_input_preparer(input_plan));
+                              step_input_preparer(input_plan),
+                              [device = device_] { launch::use_device_on_this_thread(device); });
 
   // The device work of one micro-step: forward process, prediction, loss and backward (whose
   // hooks start the gradient all-reduce on the step's last micro-step). Adds loss / accum to
@@ -329,22 +357,6 @@ TrainResult Trainer::run() {
                                    static_cast<uint64_t>(first_position)));
   };
 
-  // train.cuda_graph: after kStepGraphWarmupSteps eager steps on the graph's stream the whole
-  // step (one micro-step, reduce, optimizer, EMA) is captured once and replayed; each step's
-  // inputs are first copied into the fixed buffers `graph_inputs`, and the learning rate, EMA
-  // weight and dropout seed are set outside it. A run that cannot use it says why and trains
-  // eagerly.
-  std::unique_ptr<StepGraph> graph;
-  if (cfg.train.cuda_graph) {
-    const std::string why = step_graph_unavailable_reason(device_, world, accum);
-    if (why.empty()) {
-      graph = std::make_unique<StepGraph>(device_);
-      spdlog::info("train.cuda_graph: the step is captured after {} eager steps",
-                   kStepGraphWarmupSteps);
-    } else {
-      spdlog::warn("train.cuda_graph: not used: {}; training without a CUDA graph", why);
-    }
-  }
   StepInputs graph_inputs;  // what a captured step reads
   at::Tensor graph_values;  // and what it writes: finish_step's numbers
   int64_t graph_warmup_steps = 0;
@@ -386,15 +398,14 @@ TrainResult Trainer::run() {
       } else {
         try {
           graph_values = graph->capture(graph_body);
-          graph->replay();
-          values = graph_values;
-          spdlog::info("train.cuda_graph: step {} captured; replaying it from here on", step + 1);
         } catch (const std::runtime_error& e) {
-          spdlog::warn("train.cuda_graph: not used: {}; training without a CUDA graph", e.what());
-          graph.reset();
-          seed_dropout(step, rank * batch);
-          values = graph_body();
+          throw std::runtime_error("train.cuda_graph: step " + std::to_string(step + 1) +
+                                   " could not be captured (" + e.what() +
+                                   "); resume with --set train.cuda_graph=false");
         }
+        graph->replay();
+        values = graph_values;
+        spdlog::info("train.cuda_graph: step {} captured; replaying it from here on", step + 1);
       }
       record.forward_backward_s = seconds_since(phase);
     } else {

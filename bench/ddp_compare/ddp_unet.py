@@ -1,11 +1,11 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """PyTorch DDP's side of the comparison: the DDPM U-Net of trainer/model (same structure,
 parameter names and count), trained on random data with the step difftrain's trainer takes:
 q_sample, eps-MSE, backward (DDP all-reduces buckets during it), grad-norm clip, AdamW, EMA.
 
 Run one process per rank under mpirun (ranks come from Open MPI's environment) or torchrun:
-  mpirun -np 2 /usr/bin/python3 ddp_unet.py --config configs/fmnist-tiny.yaml --batch 8
-Prints one line from rank 0: "pytorch-ddp: ... <images/s> img/s ...".
+  mpirun -np 2 .venv/bin/python ddp_unet.py --config configs/fmnist-tiny.yaml --batch 8 [--compile]
+Prints one line from rank 0: "pytorch-ddp[-compile]: ... <images/s> img/s ...".
 """
 import argparse
 import math
@@ -227,6 +227,8 @@ def main():
     parser.add_argument("--bucket-mb", type=float, default=None,
                         help="DDP bucket size (default: the config's dist.bucket_mb, else 25)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the DDP model (inductor; compiled during the warm-up)")
     args = parser.parse_args()
 
     # Ranks from Open MPI's environment when started by mpirun; torchrun sets these itself.
@@ -261,6 +263,9 @@ def main():
     bucket_mb = args.bucket_mb or config.get("dist", {}).get("bucket_mb", 25.0)
     ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=bucket_mb,
                                               gradient_as_bucket_view=True)
+    # DDP under torch.compile: the compiled graph is split at bucket boundaries so that the
+    # all-reduces still overlap backward.
+    network = torch.compile(ddp) if args.compile else ddp
     # AdamW with the train.* keys and the defaults of trainer/config.h.
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.get("lr", 2e-4),
                                   betas=(train.get("adam_beta1", 0.9),
@@ -284,7 +289,7 @@ def main():
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
         optimizer.zero_grad(set_to_none=False)
-        loss = F.mse_loss(ddp(x_t, t), eps)
+        loss = F.mse_loss(network(x_t, t), eps)
         loss.backward()
         backward_end = time.perf_counter()
         timings["forward_backward"] += backward_end - start
@@ -313,7 +318,8 @@ def main():
     seconds = elapsed.item()
     if rank == 0:
         images_per_s = args.steps * args.batch * world / seconds
-        print(f"pytorch-ddp: {preset}, {count} parameters, {world} ranks x {args.batch} images, "
+        side = "pytorch-ddp-compile" if args.compile else "pytorch-ddp"
+        print(f"{side}: {preset}, {count} parameters, {world} ranks x {args.batch} images, "
               f"{args.threads} threads/rank, {args.steps} steps: {images_per_s:.1f} img/s, "
               f"{1000 * seconds / args.steps:.0f} ms/step | rank 0: data+fwd+bwd "
               f"{1000 * timings['forward_backward'] / args.steps:.0f} ms (DDP's all-reduce runs "

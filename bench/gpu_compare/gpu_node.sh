@@ -33,8 +33,6 @@ with_deps() {
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 }
 
-torch_prefix() { python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'; }
-
 bin=$build/trainer/difftrain
 data=$gpu/fashion-mnist
 prepare_data() {
@@ -58,15 +56,18 @@ case ${1:-} in
       nvcc --version | tail -1; python3 -c 'import torch; print("torch", torch.__version__)'
     } | tee "$logs/machine.txt"
     # shellcheck disable=SC2086  # DIFFTRAIN_DEPS_CMAKE_ARGS is a list of options
+    # LibTorch from the node's own python3 (its torch has CUDA 13; CI builds the pin of
+    # python/requirements.txt, and the build accepts 2.9 on); nvcc from the node's toolkit.
     cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release $DIFFTRAIN_DEPS_CMAKE_ARGS \
-      -DCMAKE_PREFIX_PATH="$(torch_prefix);$DIFFTRAIN_DEPS/usr" \
-      -DCMAKE_PROJECT_INCLUDE="$root/bench/add_bench.cmake" >"$logs/configure.txt" 2>&1 ||
+      -DDIFFTRAIN_PYTHON="$(command -v python3)" -DCMAKE_PREFIX_PATH="$DIFFTRAIN_DEPS/usr" \
+      -DDIFFTRAIN_BUILD_BENCH=ON >"$logs/configure.txt" 2>&1 ||
       { tail -40 "$logs/configure.txt"; exit 1; }
-    grep -E "NCCL|Torch|CUDA" "$logs/configure.txt" || true
+    grep -E "difftrain:|NCCL|Torch|CUDA" "$logs/configure.txt" || true
     start=$(date +%s)
     cmake --build "$build" -j "$(nproc)" >"$logs/build.txt" 2>&1 ||
       { grep -E "error|Error" "$logs/build.txt" | head -40; exit 1; }
     echo "built in $(($(date +%s) - start)) s"
+    "$bin" --version | tee -a "$logs/machine.txt"
     ;;
   test)
     with_deps

@@ -10,7 +10,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 # shellcheck disable=SC2034
 FMNIST=/usr/share/datasets/fashion-mnist
-PY=/usr/bin/python3
+# The project's Python (scripts/install-deps.sh makes .venv; CTest passes DIFFTRAIN_PYTHON).
+PY=${DIFFTRAIN_PYTHON:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.venv/bin/python}
 
 fail() {
   echo "FAIL: $*" >&2

@@ -4,7 +4,7 @@
 # trainer's series, the run folder gets metrics.jsonl and loss-curve.png, and a normal end
 # takes the run out of service discovery.
 # Usage: prometheus_test.sh BUILD_DIR_OR_DIFFTRAIN_BINARY. Exit 0 = passed, 1 = failed,
-# 77 = prometheus, mpirun or python3 missing (CTest SKIP_RETURN_CODE).
+# 77 = prometheus, mpirun or the project's Python missing (CTest SKIP_RETURN_CODE).
 source "$(dirname "$0")/lib.sh"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${1:?usage: prometheus_test.sh BUILD_DIR_OR_DIFFTRAIN_BINARY}
@@ -13,7 +13,7 @@ BIN=${1:?usage: prometheus_test.sh BUILD_DIR_OR_DIFFTRAIN_BINARY}
 BIN=$(realpath "$BIN")  # the test works in a temp dir
 for tool in prometheus mpirun "$PY"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (apt-get install -y prometheus openmpi-bin python3)"
+    echo "SKIP: $tool not found (make deps)"
     exit 77
   fi
 done

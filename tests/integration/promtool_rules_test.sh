@@ -3,16 +3,17 @@
 # promtool unit tests, the Prometheus config is valid, and the Grafana dashboard is well formed
 # (every panel on the ${datasource} variable with at least one query).
 # Usage: promtool_rules_test.sh [repo root]. Exit 0 = all passed, 1 = a check failed,
-# 77 = promtool or python3 missing (CTest SKIP_RETURN_CODE).
+# 77 = promtool or the project's Python missing (CTest SKIP_RETURN_CODE).
 set -euo pipefail
 
 root="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 prom="$root/monitoring/prometheus"
 grafana="$root/monitoring/grafana"
+export PY=${DIFFTRAIN_PYTHON:-$root/.venv/bin/python}  # also for the bash -c check below
 
-for tool in promtool python3; do
+for tool in promtool "$PY"; do
   if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "SKIP: $tool not found (apt-get install -y prometheus python3)"
+    echo "SKIP: $tool not found (make deps)"
     exit 77
   fi
 done
@@ -35,7 +36,7 @@ check "promtool test rules alerts_test.yml" promtool test rules "$prom/alerts_te
 check "promtool check config prometheus.yml" promtool check config "$prom/prometheus.yml"
 
 # Every alert named in the brief exists, and its unit tests show it both firing and quiet.
-check "each alert has a firing and a quiet test" python3 - "$prom/alerts.yml" "$prom/alerts_test.yml" <<'EOF'
+check "each alert has a firing and a quiet test" "$PY" - "$prom/alerts.yml" "$prom/alerts_test.yml" <<'EOF'
 import re, sys
 rules, tests = (open(path, encoding="utf-8").read() for path in sys.argv[1:3])
 alerts = ["TrainingStalled", "LossNotFinite", "StragglerRank", "CheckpointStale", "ThroughputDropped"]
@@ -64,7 +65,7 @@ print("\n".join(errors))
 sys.exit(1 if errors else 0)
 EOF
 
-check "dashboard structure" python3 - "$grafana/dashboards/difftrain.json" <<'EOF'
+check "dashboard structure" "$PY" - "$grafana/dashboards/difftrain.json" <<'EOF'
 import json, sys
 path = sys.argv[1]
 text = open(path, encoding="utf-8").read()
@@ -123,8 +124,8 @@ EOF
 # shellcheck disable=SC2016  # the script is bash -c's, expanded there
 check "panel_queries.py prints every query" bash -c '
   set -euo pipefail
-  exprs="$(python3 "$1/panel_queries.py" --run r1 --rank 0)"
-  want="$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for p in d[\"panels\"] for t in p.get(\"targets\", []) if t.get(\"expr\")))" "$1/dashboards/difftrain.json")"
+  exprs="$("$PY" "$1/panel_queries.py" --run r1 --rank 0)"
+  want="$("$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for p in d[\"panels\"] for t in p.get(\"targets\", []) if t.get(\"expr\")))" "$1/dashboards/difftrain.json")"
   got="$(printf "%s\n" "$exprs" | grep -c .)"
   [ "$got" = "$want" ] || { echo "printed $got expressions, dashboard has $want"; exit 1; }
   if printf "%s\n" "$exprs" | grep -F "\$"; then echo "unsubstituted variable above"; exit 1; fi

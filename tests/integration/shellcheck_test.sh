@@ -17,7 +17,7 @@ while IFS= read -r -d '' file; do
     *.sh | *.sbatch) scripts+=("${file}") ;;
     *) head -n 1 "${file}" | grep -qE '^#!.*\b(ba|da)?sh\b' && scripts+=("${file}") ;;
   esac
-done < <(find slurm launch scripts tests/integration -type f -print0 | sort -z)
+done < <(find slurm launch scripts tests/integration bench -type f -print0 | sort -z)
 
 if ((${#scripts[@]} == 0)); then
   echo "FAIL: no shell scripts found under slurm/, launch/, tests/integration/"

@@ -12,7 +12,7 @@ namespace difftrain::trainer {
 
 int run_cli(int argc, char** argv) {
   CLI::App app{"difftrain: data-parallel diffusion-model training (DDPM/DDIM) on clusters"};
-  app.set_version_flag("--version", version_string());
+  app.set_version_flag("--version", [] { return build_report(); });
   app.require_subcommand(1);
   add_prepare_command(app);
   add_train_command(app);

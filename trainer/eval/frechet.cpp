@@ -1,7 +1,7 @@
 // Fréchet distance: moments of features and a stable trace of the matrix square root.
 #include "trainer/eval/frechet.h"
 
-#include <torch/linalg.h>
+#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -45,7 +45,7 @@ FeatureStats feature_stats(const at::Tensor& features) {
 at::Tensor sqrt_psd(const at::Tensor& matrix) {
   check_square(matrix, "matrix");
   const auto [eigenvalues, eigenvectors] =
-      torch::linalg::eigh(symmetrised(matrix.to(at::kDouble)), "L");
+      at::linalg_eigh(symmetrised(matrix.to(at::kDouble)), "L");
   const at::Tensor roots = eigenvalues.clamp_min(0.0).sqrt();
   return symmetrised((eigenvectors * roots).matmul(eigenvectors.transpose(0, 1)));
 }
@@ -59,7 +59,7 @@ double trace_sqrt_product(const at::Tensor& s1, const at::Tensor& s2) {
   }
   const at::Tensor root1 = sqrt_psd(s1);
   const at::Tensor inner = symmetrised(root1.matmul(s2.to(at::kDouble)).matmul(root1));
-  const at::Tensor eigenvalues = torch::linalg::eigvalsh(inner, "L");
+  const at::Tensor eigenvalues = at::linalg_eigvalsh(inner, "L");
   return eigenvalues.clamp_min(0.0).sqrt().sum().item<double>();
 }
 

@@ -27,7 +27,7 @@ inline constexpr double kGroupNormEps = 1e-6;
 at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim);
 
 // GroupNorm computed in the layer's parameter dtype: CUDA autocast runs group_norm in float32
-// anyway, and LibTorch 1.13's CPU kernel rejects a bfloat16 input with float32 parameters.
+// anyway, and CPU autocast then matches it.
 at::Tensor group_norm(torch::nn::GroupNorm& norm, const at::Tensor& x);
 
 // Weight initialisation used by every block: DDPM's variance_scaling(1, fan_avg, uniform), i.e.

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "data/data_error.h"
 #include "data/shard_writer.h"
@@ -112,6 +113,52 @@ TEST(PrefetcherTest, PrepareRunsOnTheReaderThreadInStepOrder) {
     int64_t label_sum = 0;
     for (int64_t label : batch.labels) label_sum += label;
     EXPECT_EQ(prepared->second, label_sum);
+  }
+}
+
+TEST(PrefetcherTest, ThreadStartRunsOnceOnTheReaderThreadBeforeAnyPrepare) {
+  TempDir dir;
+  write_shards(make_images(16, kShape, 3), dir.path(), 2);
+  const Dataset dataset(dir.path());
+  const DistributedSampler sampler(16, 4, 2);
+  // Written by the reader thread only, read after next() has handed over its batches.
+  std::thread::id start_thread;
+  int starts = 0;
+  std::vector<int> starts_seen_by_prepare;
+  {
+    Prefetcher prefetcher(
+        dataset, sampler, 0, 1, /*first_step=*/0, /*depth=*/2,
+        [&](const Batch& batch) -> std::any {
+          starts_seen_by_prepare.push_back(starts);
+          return std::this_thread::get_id() == start_thread ? batch.step : int64_t{-1};
+        },
+        [&] {
+          start_thread = std::this_thread::get_id();
+          ++starts;
+        });
+    for (int64_t step = 0; step < 5; ++step) {
+      EXPECT_EQ(std::any_cast<int64_t>(prefetcher.next().prepared), step)
+          << "prepare ran on another thread than thread_start";
+    }
+  }
+  EXPECT_NE(start_thread, std::this_thread::get_id());
+  EXPECT_EQ(starts, 1);
+  ASSERT_GE(starts_seen_by_prepare.size(), 5u);
+  for (int seen : starts_seen_by_prepare) EXPECT_EQ(seen, 1);
+}
+
+TEST(PrefetcherTest, ThreadStartErrorIsRethrownFromNext) {
+  TempDir dir;
+  write_shards(make_images(16, kShape, 0), dir.path(), 1);
+  const Dataset dataset(dir.path());
+  const DistributedSampler sampler(16, 4, 0);
+  Prefetcher prefetcher(dataset, sampler, 0, 1, 0, 2, nullptr,
+                        [] { throw std::runtime_error("no such GPU"); });
+  try {
+    prefetcher.next();
+    FAIL() << "no error from thread_start";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "no such GPU");
   }
 }
 
