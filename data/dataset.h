@@ -40,8 +40,10 @@ class Dataset {
 
   // Re-reads every shard, recomputes the SHA-256 of its image bytes and compares it with
   // index.json. Returns one line per problem, each naming the shard file; empty means the
-  // images are intact (labels are range-checked when the dataset is opened). Thread-safe.
-  std::vector<std::string> verify() const;
+  // images are intact (labels are range-checked when the dataset is opened). With parts > 1,
+  // only the shards whose index is `part` modulo `parts` (the ranks of a job share the work).
+  // Thread-safe.
+  std::vector<std::string> verify(int64_t part = 0, int64_t parts = 1) const;
 
  private:
   struct Shard {

@@ -59,8 +59,9 @@ ImageSet read_png_folder(const std::string& dir) {
     });
     if (files.empty()) throw DataError(classes[label].string() + ": class folder holds no .png");
     for (const fs::path& file : files) {
-      const Image image = read_png(file.string());
-      const SampleShape shape{image.channels, image.height, image.width};
+      // The header first: an image of the wrong size is refused before it is decoded.
+      const PngInfo info = read_png_info(file.string());
+      const SampleShape shape{info.channels, info.height, info.width};
       if (first_path.empty()) {
         images.shape = shape;
         first_path = file.string();
@@ -68,6 +69,7 @@ ImageSet read_png_folder(const std::string& dir) {
         throw DataError(file.string() + ": shape " + shape.str() + ", but " + first_path + " has " +
                         images.shape.str() + "; all images must share one shape");
       }
+      const Image image = read_png(file.string());
       // HWC (PNG) to CHW (our samples).
       const size_t base = images.pixels.size();
       images.pixels.resize(base + static_cast<size_t>(shape.bytes()));

@@ -85,10 +85,8 @@ bool write_all(PngContext* context, png_uint_32 width, png_uint_32 height, int c
   return true;
 }
 
-}  // namespace
-
-Image read_png(const std::string& path) {
-  PngContext context;
+// Opens `path` for reading with libpng, past the signature. DataError naming the file.
+void open_png(const std::string& path, PngContext& context) {
   context.file = std::fopen(path.c_str(), "rb");
   if (context.file == nullptr) throw DataError(path + ": cannot open (" + errno_text() + ")");
   png_byte signature[8];
@@ -100,21 +98,47 @@ Image read_png(const std::string& path) {
   context.info = png_create_info_struct(context.png);
   if (context.info == nullptr) throw DataError(path + ": png_create_info_struct failed");
   png_set_sig_bytes(context.png, 8);
+}
 
+// Reads and checks the header: 8-bit grey or RGB after the transforms, at most kMaxPngPixels.
+PngInfo read_checked_header(const std::string& path, PngContext& context, size_t* row_bytes) {
   png_uint_32 width = 0, height = 0;
   int channels = 0;
-  size_t row_bytes = 0;
-  if (!read_header(&context, &width, &height, &channels, &row_bytes)) {
+  if (!read_header(&context, &width, &height, &channels, row_bytes)) {
     throw DataError(path + ": invalid PNG: " + context.message);
   }
-  if ((channels != 1 && channels != 3) || row_bytes != size_t{width} * channels) {
+  if ((channels != 1 && channels != 3) || *row_bytes != size_t{width} * channels) {
     throw DataError(path + ": PNG decodes to " + std::to_string(channels) + " channels / " +
-                    std::to_string(row_bytes) + " bytes per row, want 8-bit grey or RGB");
+                    std::to_string(*row_bytes) + " bytes per row, want 8-bit grey or RGB");
   }
+  const PngInfo info{static_cast<int64_t>(height), static_cast<int64_t>(width), channels};
+  if (info.height * info.width > kMaxPngPixels) {
+    throw DataError(path + ": PNG header says " + std::to_string(info.width) + "x" +
+                    std::to_string(info.height) + " pixels, more than the " +
+                    std::to_string(kMaxPngPixels) + " difftrain reads");
+  }
+  return info;
+}
+
+}  // namespace
+
+PngInfo read_png_info(const std::string& path) {
+  PngContext context;
+  open_png(path, context);
+  size_t row_bytes = 0;
+  return read_checked_header(path, context, &row_bytes);
+}
+
+Image read_png(const std::string& path) {
+  PngContext context;
+  open_png(path, context);
+  size_t row_bytes = 0;
+  const PngInfo info = read_checked_header(path, context, &row_bytes);
+  const auto height = static_cast<png_uint_32>(info.height);
   Image image;
-  image.height = height;
-  image.width = width;
-  image.channels = channels;
+  image.height = info.height;
+  image.width = info.width;
+  image.channels = info.channels;
   image.pixels.resize(size_t{height} * row_bytes);
   std::vector<png_bytep> rows(height);
   for (png_uint_32 y = 0; y < height; ++y) rows[y] = image.pixels.data() + y * row_bytes;

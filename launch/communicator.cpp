@@ -9,19 +9,17 @@ namespace difftrain::launch {
 
 std::unique_ptr<Communicator> make_nccl_communicator(const Runtime& runtime, double timeout_s);
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, const Runtime& runtime,
+std::unique_ptr<Communicator> make_communicator(Backend backend, const Runtime& runtime,
                                                 double timeout_s) {
-  if (backend != "auto" && backend != "mpi" && backend != "nccl") {
-    throw std::runtime_error("dist.backend = '" + backend + "': want auto, mpi or nccl");
-  }
   if (!(timeout_s > 0)) {
-    throw std::runtime_error("dist.timeout_s = " + std::to_string(timeout_s) + ": must be > 0");
+    throw std::logic_error("make_communicator: timeout " + std::to_string(timeout_s) +
+                           " s, want > 0");
   }
   const bool cuda = runtime.device().is_cuda();
-  if (backend == "nccl" || (backend == "auto" && cuda)) {
+  if (backend == Backend::kNccl || (backend == Backend::kAuto && cuda)) {
     if (!cuda) {
-      throw std::runtime_error("dist.backend = 'nccl': rank " + std::to_string(runtime.rank()) +
-                               " has no CUDA device (device " + runtime.device().str() + ")");
+      throw std::runtime_error("the NCCL backend needs a CUDA device, and rank " +
+                               std::to_string(runtime.rank()) + " has " + runtime.device().str());
     }
     return make_nccl_communicator(runtime, timeout_s);
   }

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "launch/settings.h"
+
 namespace difftrain::launch {
 
 class Runtime;
@@ -68,10 +70,11 @@ class Communicator {
   virtual void check_health() {}
 };
 
-// backend: "mpi" (host tensors), "nccl" (CUDA tensors) or "auto" (NCCL when the runtime's
-// device is CUDA, else MPI). timeout_s bounds every collective.
+// kMpi: host tensors; kNccl: CUDA tensors (throws when the runtime's device is not CUDA);
+// kAuto: NCCL when the runtime's device is CUDA, else MPI. timeout_s (> 0) bounds every
+// collective.
 // Collective: every rank calls this, in the same order.
-std::unique_ptr<Communicator> make_communicator(const std::string& backend, const Runtime& runtime,
+std::unique_ptr<Communicator> make_communicator(Backend backend, const Runtime& runtime,
                                                 double timeout_s);
 
 }  // namespace difftrain::launch

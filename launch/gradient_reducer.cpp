@@ -48,8 +48,8 @@ GradientReducer::GradientReducer(Communicator& communicator,
                                  const std::vector<at::Tensor>& parameters, int64_t bucket_bytes)
     : communicator_(communicator) {
   if (bucket_bytes <= 0) {
-    throw std::runtime_error("dist.bucket_mb must be > 0, got " +
-                             std::to_string(static_cast<double>(bucket_bytes) / 1e6) + " MB");
+    throw std::logic_error("GradientReducer: bucket of " + std::to_string(bucket_bytes) +
+                           " bytes, want > 0");
   }
   for (const auto& p : parameters) {
     if (p.requires_grad()) parameters_.push_back(p);

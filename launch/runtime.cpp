@@ -27,10 +27,7 @@ namespace {
 bool g_active = false;
 }
 
-Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
-  if (device_request != "auto" && device_request != "cpu" && device_request != "cuda") {
-    throw std::runtime_error("train.device = '" + device_request + "': want auto, cpu or cuda");
-  }
+Runtime::Runtime(int* argc, char*** argv, DeviceRequest device_request) {
   // A test harness (or a host program) may have started MPI already; then it also ends it.
   int initialized = 0;
   DIFFTRAIN_MPI_CHECK(MPI_Initialized(&initialized));
@@ -59,11 +56,11 @@ Runtime::Runtime(int* argc, char*** argv, const std::string& device_request) {
   hostname_ = name;
 
   const bool cuda = torch::cuda::is_available();
-  if (device_request == "cuda" && !cuda) {
-    throw std::runtime_error("train.device = 'cuda': no CUDA device is visible to rank " +
+  if (device_request == DeviceRequest::kCuda && !cuda) {
+    throw std::runtime_error("a CUDA device was asked for, but none is visible to rank " +
                              std::to_string(rank_) + " on " + hostname_);
   }
-  if (cuda && device_request != "cpu") {
+  if (cuda && device_request != DeviceRequest::kCpu) {
     const int count = static_cast<int>(torch::cuda::device_count());
     device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank_ % count));
     use_device_on_this_thread(device_);

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "launch/settings.h"
+
 namespace difftrain::launch {
 
 // One per process, created before any collective and destroyed last. It also tunes the C
@@ -16,8 +18,8 @@ namespace difftrain::launch {
 // MPI.
 class Runtime {
  public:
-  // device_request: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
-  Runtime(int* argc, char*** argv, const std::string& device_request = "auto");
+  // kCuda throws when this rank sees no CUDA device.
+  Runtime(int* argc, char*** argv, DeviceRequest device_request = DeviceRequest::kAuto);
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;

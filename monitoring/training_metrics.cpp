@@ -16,16 +16,14 @@
 #include <stdexcept>
 #include <utility>
 
+#include "monitoring/clock.h"
+
 namespace difftrain::monitoring {
 namespace {
 
 constexpr std::array<const char*, 4> kPhases = {"data_wait", "forward_backward", "allreduce",
                                                 "optimizer"};
 constexpr std::array<const char*, 4> kQuartiles = {"q1", "q2", "q3", "q4"};
-
-double unix_now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Family::Add returns the existing gauge when the labels are already present, so this creates
 // the series on first use and afterwards only sets it.

@@ -2,8 +2,8 @@
 # Installs what difftrain needs to build, test and run the demo on Debian 12: the Debian
 # packages below, then a project-local Python environment (.venv/) with the pinned PyTorch from
 # PyPI (python/requirements.txt), whose LibTorch difftrain builds against. Idempotent: installs
-# only what is missing, runs `apt-get update` only when a package is, and reinstalls the
-# environment only when python/requirements.txt changed.
+# only what is missing, runs `apt-get update` only when a package is, and runs pip only when
+# python/requirements.txt changed since the environment was last brought up to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,8 +59,8 @@ if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements.sha256" 2>/dev/nul
 fi
 echo "install-deps: installing $requirements into $venv (PyTorch with its NVIDIA runtime wheels)"
 start_s=$(date +%s)
-rm -rf "$venv"
-/usr/bin/python3 -m venv "$venv"
+# An existing environment is brought up to the pins (pip keeps what already matches).
+[ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$requirements"
 echo "$want" >"$venv/.requirements.sha256"
 echo "install-deps: $venv ready in $(($(date +%s) - start_s)) s, $(du -sh "$venv" | cut -f1)"

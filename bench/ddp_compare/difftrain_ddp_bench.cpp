@@ -19,11 +19,12 @@
 #include "launch/communicator.h"
 #include "launch/gradient_reducer.h"
 #include "launch/runtime.h"
-#include "trainer/bucket_adamw.h"
-#include "trainer/config.h"
+#include "trainer/commands/setting_option.h"
+#include "trainer/config/config.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/objective.h"
-#include "trainer/ema.h"
-#include "trainer/model_builder.h"
+#include "trainer/optim/bucket_adamw.h"
+#include "trainer/optim/ema.h"
 
 namespace {
 
@@ -36,8 +37,8 @@ struct Args {
   int warmup = 3;
   int threads = 1;
   std::string overlap = "alternate";
-  std::string device = "cpu";
-  std::string backend = "auto";
+  launch::DeviceRequest device = launch::DeviceRequest::kCpu;
+  launch::Backend backend = launch::Backend::kAuto;
 };
 
 // Sums over the timed steps of one mode (buckets launched during backward, or after it).
@@ -158,8 +159,8 @@ int main(int argc, char** argv) {
   app.add_option("--overlap", args.overlap,
                  "launch buckets during backward (on), after it (off), or alternate step by step")
       ->check(CLI::IsMember({"on", "off", "alternate"}));
-  app.add_option("--device", args.device, "cpu, cuda or auto");
-  app.add_option("--backend", args.backend, "auto, mpi or nccl");
+  trainer::add_setting_option(&app, "--device", &args.device, "Device");
+  trainer::add_setting_option(&app, "--backend", &args.backend, "Gradient backend");
   CLI11_PARSE(app, argc, argv);
   difftrain::launch::Runtime runtime(&argc, &argv, args.device);
   try {

@@ -20,15 +20,17 @@
 #include <stdexcept>
 #include <string>
 
-#include "bench/gpu_compare/peak_memory.h"
-#include "trainer/bucket_adamw.h"
-#include "trainer/config.h"
+#include "monitoring/clock.h"
+#include "trainer/commands/setting_option.h"
+#include "trainer/config/config.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/diffusion/sampler.h"
-#include "trainer/ema.h"
-#include "trainer/model_builder.h"
-#include "trainer/precision.h"
-#include "trainer/step_graph.h"
+#include "trainer/optim/bucket_adamw.h"
+#include "trainer/optim/ema.h"
+#include "trainer/optim/precision.h"
+#include "trainer/telemetry/device_memory.h"
+#include "trainer/train/step_graph.h"
 
 namespace {
 
@@ -40,7 +42,7 @@ struct Args {
   int64_t batch = 128;
   int steps = 50;
   int warmup = 10;
-  std::string precision = "bf16";
+  trainer::Precision precision = trainer::Precision::kBf16;
   int64_t sample_steps = 50;
   int64_t sample_batch = 128;
   int sample_repeats = 2;
@@ -49,9 +51,7 @@ struct Args {
   bool channels_last = false;
 };
 
-double seconds_since(Clock::time_point from) {
-  return std::chrono::duration<double>(Clock::now() - from).count();
-}
+using difftrain::monitoring::seconds_since;
 
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
@@ -64,7 +64,7 @@ void run(const Args& args) {
   const std::string preset = std::filesystem::path(args.config).stem().string();
   if (args.threads > 0) torch::set_num_threads(args.threads);
   const c10::Device device(args.device);
-  const trainer::Precision precision = trainer::parse_precision(args.precision);
+  const trainer::Precision precision = args.precision;
   trainer::configure_device_math(device.type());
 
   torch::manual_seed(0);
@@ -123,7 +123,7 @@ void run(const Args& args) {
   };
   optimizer.set_learning_rate(cfg.train.lr);
   model->train();
-  bench::reset_peak_memory(device);
+  trainer::reset_peak_device_memory(device);
   for (int i = 0; i < args.warmup; ++i) timed_step();
   if (graph) {
     graph->capture(step);
@@ -136,7 +136,7 @@ void run(const Args& args) {
   synchronize(device);
   const double train_images_per_s =
       static_cast<double>(args.steps * args.batch) / seconds_since(start);
-  const std::optional<int64_t> peak_bytes = bench::peak_memory_bytes(device);
+  const std::optional<int64_t> peak_bytes = trainer::peak_device_memory_bytes(device);
 
   // Sampling: DDIM (eta 0, x0 clipped) through the sampler the `sample` command uses.
   trainer::SamplerOptions sampler;
@@ -168,17 +168,17 @@ void run(const Args& args) {
       "%s: %s, %lld parameters, batch %lld, %s: train %.1f img/s, peak memory %s; "
       "DDIM-%lld batch %lld: %.2f img/s\n",
       side.c_str(), preset.c_str(), static_cast<long long>(parameters),
-      static_cast<long long>(args.batch), args.precision.c_str(), train_images_per_s,
-      peak_text.c_str(), static_cast<long long>(args.sample_steps),
+      static_cast<long long>(args.batch), trainer::setting_name(args.precision).c_str(),
+      train_images_per_s, peak_text.c_str(), static_cast<long long>(args.sample_steps),
       static_cast<long long>(args.sample_batch), sample_images_per_s);
   std::printf(
       "RESULT {\"side\": \"%s\", \"config\": \"%s\", \"parameters\": %lld, "
       "\"batch\": %lld, \"precision\": \"%s\", \"device\": \"%s\", \"train_images_per_s\": %.3f, "
       "\"peak_memory_mib\": %s, \"sample_steps\": %lld, \"sample_images_per_s\": %.4f}\n",
       side.c_str(), preset.c_str(), static_cast<long long>(parameters),
-      static_cast<long long>(args.batch), args.precision.c_str(), args.device.c_str(),
-      train_images_per_s, peak_json.c_str(), static_cast<long long>(args.sample_steps),
-      sample_images_per_s);
+      static_cast<long long>(args.batch), trainer::setting_name(args.precision).c_str(),
+      args.device.c_str(), train_images_per_s, peak_json.c_str(),
+      static_cast<long long>(args.sample_steps), sample_images_per_s);
   std::fflush(stdout);
 }
 
@@ -192,8 +192,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", args.batch, "training images per step");
   app.add_option("--steps", args.steps, "timed training steps");
   app.add_option("--warmup", args.warmup, "untimed training steps first");
-  app.add_option("--precision", args.precision, "bf16 (autocast, fp32 weights) or fp32")
-      ->check(CLI::IsMember({"bf16", "fp32"}));
+  trainer::add_setting_option(&app, "--precision", &args.precision, "bf16: autocast, fp32 weights");
   app.add_option("--sample-steps", args.sample_steps, "DDIM steps");
   app.add_option("--sample-batch", args.sample_batch, "images per sampling batch");
   app.add_option("--sample-repeats", args.sample_repeats, "timed sampling batches");

@@ -50,7 +50,7 @@ expect_error "negative learning rate" "train.lr" -- \
   "$BIN" train --config /dev/null --run-dir run-neg --set train.lr=-0.5
 if [ -e run-unknown ] || [ -e run-neg ]; then fail "a rejected config created a run directory"; fi
 if ! "$PY" -c 'import ctypes; ctypes.CDLL("libcuda.so.1")' 2>/dev/null; then
-  expect_error "NCCL backend without a GPU" "dist.backend = 'nccl': rank 0 has no CUDA device" -- \
+  expect_error "NCCL backend without a GPU" "the NCCL backend needs a CUDA device, and rank 0 has cpu" -- \
     "$BIN" train --config /dev/null --run-dir run-nccl --backend nccl --set data.dir=good
 fi
 

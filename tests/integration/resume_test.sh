@@ -111,4 +111,30 @@ rc=0
 grep -q "non-finite steps in a row (train.max_bad_steps) on rank 0" nan.err || fail "no max_bad_steps error: $(cat nan.err)"
 [ "$before" = "$(sha256sum nan/checkpoints/*.ckpt)" ] || fail "checkpoints changed by the failed run"
 echo "ok: non-finite steps skipped, run stopped with a message, checkpoint untouched"
+
+# --- an overflowing learning rate never replaces good checkpoints (checkpoint.keep=2) ---
+# Good steps to 4 (checkpoints 2 and 4), then lr 1e30 with checkpoints every 2 steps: no
+# checkpoint holds non-finite or rejected state, the good ones survive rotation, and a resumed
+# run that ends in a bad streak shorter than train.max_bad_steps does not exit 0.
+BAD=(checkpoint.every_steps=2 checkpoint.keep=2 train.warmup_steps=0)
+"$BIN" train "${COMMON[@]}" "${BAD[@]}" train.steps=4 --run-dir overflow >/dev/null
+good=$(sha256sum overflow/checkpoints/step-000000004.ckpt)
+rc=0
+"$BIN" train "${COMMON[@]}" "${BAD[@]}" train.steps=12 train.lr=1e30 train.max_bad_steps=5 \
+  --run-dir overflow >overflow.out 2>overflow.err || rc=$?
+[ "$rc" -ne 0 ] || fail "overflowing run exited 0"
+[ "$good" = "$(sha256sum overflow/checkpoints/step-000000004.ckpt)" ] ||
+  fail "the good step-4 checkpoint was deleted or changed: $(ls overflow/checkpoints)"
+for f in overflow/checkpoints/*.ckpt; do
+  "$BIN" inspect checkpoint "$f" >/dev/null 2>"$TMP/inspect.err" ||
+    fail "$f does not load after the overflowing run: $(cat "$TMP/inspect.err")"
+done
+grep -q "checkpoint not written" overflow.err overflow.out || fail "no 'checkpoint not written' warning"
+grep -q "newest is .*step-0000000" overflow.err || fail "the stop message names no checkpoint: $(cat overflow.err)"
+rc=0
+"$BIN" train "${COMMON[@]}" "${BAD[@]}" train.steps=6 train.lr=1e30 train.max_bad_steps=5 \
+  --run-dir overflow >overflow2.out 2>overflow2.err || rc=$?
+[ "$rc" -ne 0 ] || fail "a resumed run that ends in non-finite steps exited 0"
+grep -q "ended with .* non-finite steps in a row" overflow2.err || fail "no bad-ending message: $(cat overflow2.err)"
+echo "ok: an overflowing learning rate keeps the good checkpoints, and its runs fail"
 echo "resume: all passed"

@@ -10,11 +10,11 @@
 #include "data/image_set.h"
 #include "data/shard_writer.h"
 #include "launch/mpi_communicator.h"
-#include "trainer/checkpoint.h"
-#include "trainer/config.h"
-#include "trainer/model_builder.h"
-#include "trainer/rng.h"
-#include "trainer/trainer.h"
+#include "trainer/checkpoint/checkpoint.h"
+#include "trainer/common/rng.h"
+#include "trainer/config/config.h"
+#include "trainer/config/model_builder.h"
+#include "trainer/train/trainer.h"
 
 namespace difftrain::trainer {
 namespace {

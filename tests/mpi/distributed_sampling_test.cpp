@@ -1,7 +1,7 @@
 // sample_across_ranks on 2 and 4 ranks equals a one-rank run with the same chunk size bit for
 // bit: with a row-wise predictor and with a tiny U-Net that every rank builds from the same seed,
 // for shares that are uneven or empty; and no chunk is drawn by two ranks.
-#include "trainer/distributed_sampling.h"
+#include "trainer/sampling/distributed_sampling.h"
 
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -38,7 +38,7 @@ TEST(DistributedSampling, EqualsOneRankForEverySamplerAndSplit) {
                                                          options, 42, 2, torch::kCPU, &comm);
       const torch::Tensor alone =
           sample(row_wise_eps, schedule, {n, 2, 4, 4}, options, 42, 0, torch::kCPU);
-      EXPECT_TRUE(torch::equal(gathered, alone)) << to_string(options.kind) << " n " << n;
+      EXPECT_TRUE(torch::equal(gathered, alone)) << setting_name(options.kind) << " n " << n;
     }
   }
 }

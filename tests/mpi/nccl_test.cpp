@@ -36,10 +36,10 @@ class Nccl : public ::testing::Test {
   void SetUp() override {
     const std::string reason = skip_reason();
     if (!reason.empty()) GTEST_SKIP() << reason;
-    runtime_ = std::make_unique<Runtime>(nullptr, nullptr, "cuda");
+    runtime_ = std::make_unique<Runtime>(nullptr, nullptr, DeviceRequest::kCuda);
   }
   std::unique_ptr<Communicator> make(double timeout_s = 60.0) {
-    return make_communicator("nccl", *runtime_, timeout_s);
+    return make_communicator(Backend::kNccl, *runtime_, timeout_s);
   }
   std::unique_ptr<Runtime> runtime_;
 };
@@ -106,8 +106,8 @@ TEST_F(Nccl, OverlappedReducerEqualsMeanOfEveryRanksGradients) {
   reducer.reduce();
   const auto params = model->parameters();
   for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(params[i].grad().to(torch::kCPU, torch::kDouble), expected[i],
-                                1e-5, 1e-6))
+    EXPECT_TRUE(
+        torch::allclose(params[i].grad().to(torch::kCPU, torch::kDouble), expected[i], 1e-5, 1e-6))
         << i;
   }
   if (world > 1) {

@@ -6,7 +6,7 @@
 
 #include "launch/runtime.h"
 #include "trainer/commands/commands.h"
-#include "trainer/version.h"
+#include "trainer/common/version.h"
 
 namespace difftrain::trainer {
 

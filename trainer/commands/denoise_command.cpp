@@ -9,9 +9,9 @@
 #include "data/png_io.h"
 #include "trainer/commands/commands.h"
 #include "trainer/commands/sampling_setup.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/denoise.h"
-#include "trainer/image_grid.h"
-#include "trainer/model_builder.h"
+#include "trainer/sampling/image_grid.h"
 
 namespace difftrain::trainer {
 
@@ -33,6 +33,7 @@ void add_denoise_command(CLI::App& app) {
                          "Steps of the full sampler grid; a run visits those below its start",
                          "Seed of the noise");
   cmd->callback([args] {
+    require_output_folder("--out", args->out);
     const c10::Device device = resolve_device(args->device);
     const std::string path = resolve_checkpoint(args->run_dir, args->checkpoint);
     const SamplingModel loaded = load_sampling_model(path, args->weights, device);
@@ -53,9 +54,9 @@ void add_denoise_command(CLI::App& app) {
                     pixels.size(2));
     std::cout << "wrote " << args->out << ": " << args->input << " from timestep " << t_start
               << " (strength " << args->strength << "), "
-              << denoise_timesteps(schedule, options, t_start).size() << " " << args->sampler
-              << " steps, " << args->weights << " weights of " << path << " (step " << loaded.step
-              << ")\n";
+              << denoise_timesteps(schedule, options, t_start).size() << " "
+              << setting_name(args->sampler) << " steps, " << args->weights << " weights of "
+              << path << " (step " << loaded.step << ")\n";
     if (!args->compare.empty()) {
       write_image_grid(args->compare, torch::cat({input, output}), /*columns=*/2);
       std::cout << "wrote " << args->compare << ": input | output\n";

@@ -14,18 +14,21 @@
 #include <sstream>
 
 #include "data/file_util.h"
+#include "monitoring/clock.h"
 #include "monitoring/metrics_log.h"
 #include "trainer/commands/commands.h"
 #include "trainer/commands/sampling_setup.h"
-#include "trainer/config.h"
+#include "trainer/commands/setting_option.h"
+#include "trainer/common/step_name.h"
+#include "trainer/common/version.h"
+#include "trainer/config/config.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/prediction.h"
 #include "trainer/eval/classifier.h"
 #include "trainer/eval/classifier_training.h"
 #include "trainer/eval/eval_data.h"
 #include "trainer/eval/frechet.h"
 #include "trainer/eval/reference_sets.h"
-#include "trainer/model_builder.h"
-#include "trainer/version.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -35,19 +38,15 @@ namespace fs = std::filesystem;
 struct EvalArgs {
   bool train_classifier = false, baselines = false;
   std::string run_dir, checkpoint, data_dir, test_dir, classifier, out;
-  std::string sampler = "ddim", device = "auto";
+  SamplerKind sampler = SamplerKind::kDdim;
+  DeviceRequest device = DeviceRequest::kAuto;
   int64_t steps = -1, epochs = 2, n = 1000, seed = 0, batch_size = 0, threads = 0;
   double eta = 0.0, guidance = 0.0;
   std::vector<int64_t> classes;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double unix_now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+using monitoring::seconds_since;
+using monitoring::unix_now_s;
 
 std::string default_classifier_path(const std::string& data_dir) {
   return data_dir + "/classifier.pt";
@@ -87,9 +86,10 @@ FeatureStats stats_of(LoadedClassifier& classifier, const at::Tensor& images_uin
   return feature_stats(classifier_features(classifier.model, images_uint8, device));
 }
 
-void write_json(const std::string& path, const nlohmann::json& record) {
+// The default folder (RUN/eval/) is made here; a folder the user named is checked up front.
+void write_json(const std::string& path, const nlohmann::json& record, bool default_path) {
   const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  if (default_path && !parent.empty()) fs::create_directories(parent);
   data::write_file_atomic(path, record.dump(2) + "\n");
 }
 
@@ -104,9 +104,11 @@ std::string fixed(double value, int digits = 3) {
 void run_train_classifier(const EvalArgs& args, const c10::Device& device) {
   const EvalData data(args.data_dir, args.test_dir);
   const std::string out = args.out.empty() ? default_classifier_path(args.data_dir) : args.out;
-  const fs::path parent = fs::path(out).parent_path();
-  if (!parent.empty() && !fs::is_directory(parent)) {
-    throw std::runtime_error("--out " + out + ": folder " + parent.string() + " does not exist");
+  require_output_folder("--out", out);
+  if (args.steps != -1 && args.steps < 1) {
+    throw std::runtime_error("--steps " + std::to_string(args.steps) +
+                             ": want >= 1 optimizer steps (leave it out to train --epochs " +
+                             std::to_string(args.epochs) + ")");
   }
   ClassifierTrainOptions options;
   options.epochs = args.epochs;
@@ -130,6 +132,7 @@ void run_train_classifier(const EvalArgs& args, const c10::Device& device) {
 // FD of real sets only: a train subset against itself (~0), against the test split (the
 // floor), and uniform noise against the test split.
 void run_baselines(const EvalArgs& args, const c10::Device& device) {
+  if (!args.out.empty()) require_output_folder("--out", args.out);
   const EvalData data(args.data_dir, args.test_dir);
   LoadedClassifier classifier = open_classifier(args.classifier, data, device);
   const auto start = std::chrono::steady_clock::now();
@@ -157,7 +160,7 @@ void run_baselines(const EvalArgs& args, const c10::Device& device) {
             << "(" << args.n << " images vs " << test.count << " test images; classifier test "
             << "accuracy " << fixed(classifier.info.test_accuracy, 4) << ")\n";
   if (!args.out.empty()) {
-    write_json(args.out, record);
+    write_json(args.out, record, false);
     std::cout << "wrote " << args.out << "\n";
   }
 }
@@ -177,14 +180,13 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   const int64_t step = loaded.step;
   const Config& config = loaded.config;
   std::string out = args.out;
+  if (!out.empty()) require_output_folder("--out", out);
   if (out.empty()) {
     if (run_dir.empty()) {
       throw std::runtime_error("--checkpoint " + path +
                                ": not inside a run's checkpoints/ folder; pass --out FILE");
     }
-    char name[64];
-    std::snprintf(name, sizeof(name), "step-%09lld.json", static_cast<long long>(step));
-    out = run_dir + "/eval/" + name;
+    out = run_dir + "/eval/" + step_file_name(step, ".json");
   }
   const std::string data_dir = args.data_dir.empty() ? config.data.dir : args.data_dir;
   if (!fs::is_directory(data_dir)) {
@@ -227,7 +229,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
                              std::to_string(groups) + " classes asked for");
   }
   SamplerOptions options;
-  options.kind = parse_sampler_kind(args.sampler);
+  options.kind = args.sampler;
   options.steps = args.steps < 0 ? 50 : args.steps;
   options.eta = args.eta;
   validate(options, config.diffusion.timesteps);
@@ -286,7 +288,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
       {"checkpoint", path},
       {"checkpoint_step", step},
       {"weights", "ema"},
-      {"sampler", to_string(options.kind)},
+      {"sampler", setting_name(options.kind)},
       {"steps", options.steps},
       {"eta", options.eta},
       {"guidance", args.guidance},
@@ -305,7 +307,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
       {"sample_s", sample_s},
       {"fd_s", fd_s},
   };
-  write_json(out, record);
+  write_json(out, record, args.out.empty());
   if (!run_dir.empty()) {
     nlohmann::json line = record;
     line["eval_file"] = out;
@@ -313,7 +315,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   }
 
   std::cout << "eval of " << path << " (step " << step << ", EMA weights): " << args.n
-            << " images, " << args.sampler << " " << options.steps << " steps in "
+            << " images, " << setting_name(args.sampler) << " " << options.steps << " steps in "
             << fixed(sample_s, 1) << " s\n"
             << "  FD(generated, test)  = " << fixed(fd) << "\n"
             << "  FD(train, test)      = " << fixed(fd_floor) << "   (floor: " << args.n
@@ -350,8 +352,7 @@ void add_eval_command(CLI::App& app) {
                   "Prepared test dataset; default: every 10th sample of --data is held out");
   cmd->add_option("--classifier", args->classifier, "Classifier file (default DATA/classifier.pt)");
   cmd->add_option("--n", args->n, "Images generated (and real train images for the floor)");
-  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m")
-      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
+  add_setting_option(cmd, "--sampler", &args->sampler, "Sampler");
   cmd->add_option("--steps", args->steps,
                   "Reverse steps (default 50); with --train-classifier: optimizer steps "
                   "(overrides --epochs)");

@@ -8,10 +8,11 @@
 #include "data/dataset.h"
 #include "data/manifest.h"
 #include "data/sha256.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint/checkpoint.h"
 #include "trainer/commands/commands.h"
-#include "trainer/config.h"
-#include "trainer/model_builder.h"
+#include "trainer/commands/setting_option.h"
+#include "trainer/config/config.h"
+#include "trainer/config/model_builder.h"
 
 namespace difftrain::trainer {
 
@@ -67,22 +68,21 @@ void add_inspect_command(CLI::App& app) {
   });
 
   struct ScheduleArgs {
-    std::string schedule = "linear";
+    BetaSchedule schedule = BetaSchedule::kLinear;
     int64_t timesteps = 1000;
     double beta_start = 1e-4, beta_end = 0.02;
   };
   auto schedule_args = std::make_shared<ScheduleArgs>();
   CLI::App* schedule_cmd =
       cmd->add_subcommand("schedule", "Noise schedule as CSV: t,beta_t,alpha_bar_t,snr");
-  schedule_cmd->add_option("--schedule", schedule_args->schedule, "linear or cosine");
+  add_setting_option(schedule_cmd, "--schedule", &schedule_args->schedule, "Schedule");
   schedule_cmd->add_option("--timesteps", schedule_args->timesteps, "T")
       ->check(CLI::Range(1, 100000));
   schedule_cmd->add_option("--beta-start", schedule_args->beta_start, "linear: beta_1");
   schedule_cmd->add_option("--beta-end", schedule_args->beta_end, "linear: beta_T");
   schedule_cmd->callback([schedule_args] {
-    const NoiseSchedule schedule(parse_beta_schedule(schedule_args->schedule),
-                                 schedule_args->timesteps, schedule_args->beta_start,
-                                 schedule_args->beta_end);
+    const NoiseSchedule schedule(schedule_args->schedule, schedule_args->timesteps,
+                                 schedule_args->beta_start, schedule_args->beta_end);
     std::cout << schedule.to_csv();
   });
 

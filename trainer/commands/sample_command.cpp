@@ -15,10 +15,10 @@
 #include "launch/runtime.h"
 #include "trainer/commands/commands.h"
 #include "trainer/commands/sampling_setup.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/inpaint.h"
-#include "trainer/distributed_sampling.h"
-#include "trainer/image_grid.h"
-#include "trainer/model_builder.h"
+#include "trainer/sampling/distributed_sampling.h"
+#include "trainer/sampling/image_grid.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -104,9 +104,9 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
   write_image_grid(args.out, images);
   std::cout << "wrote " << args.out << ": " << args.n << " images"
             << (known.defined() ? " inpainting " + args.inpaint : std::string()) << ", "
-            << args.sampler << " " << options.steps << " steps, " << args.weights << " weights of "
-            << path << " (step " << loaded.step << ") on " << runtime.world_size() << " rank(s) in "
-            << seconds << " s\n";
+            << setting_name(args.sampler) << " " << options.steps << " steps, " << args.weights
+            << " weights of " << path << " (step " << loaded.step << ") on " << runtime.world_size()
+            << " rank(s) in " << seconds << " s\n";
   if (!args.progression.empty()) {
     write_progression_strip(args.progression, strip.unbind(0));
     std::cout << "wrote " << args.progression << ": " << frame_indices.size() << " frames of "
@@ -145,6 +145,7 @@ void add_sample_command(CLI::App& app) {
                   "black = keep");
   cmd->callback([args] {
     // Option errors first, before MPI starts.
+    require_output_folder("--out", args->out);
     if (args->inpaint.empty() != args->mask.empty()) {
       throw std::runtime_error(args->inpaint.empty()
                                    ? "--mask " + args->mask + ": needs --inpaint IMAGE"

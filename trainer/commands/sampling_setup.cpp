@@ -4,14 +4,16 @@
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
 #include "data/png_io.h"
-#include "trainer/checkpoint.h"
+#include "trainer/checkpoint/checkpoint.h"
+#include "trainer/commands/setting_option.h"
+#include "trainer/config/model_builder.h"
 #include "trainer/diffusion/guidance.h"
-#include "trainer/ema.h"
-#include "trainer/model_builder.h"
+#include "trainer/optim/ema.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -40,26 +42,23 @@ void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::stri
   cmd->add_option("--weights", args->weights, "ema (default) or raw")
       ->check(CLI::IsMember({"ema", "raw"}));
   add_device_option(cmd, &args->device);
-  cmd->add_option("--sampler", args->sampler, "ddpm, ddim or dpmpp2m (DPM-Solver++(2M))")
-      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp2m"}));
+  add_setting_option(cmd, "--sampler", &args->sampler, "Sampler (dpmpp2m: DPM-Solver++(2M))");
   cmd->add_option("--steps", args->steps, steps_help);
   cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
-  cmd->add_option("--variance", args->variance, "DDPM variance: beta or posterior")
-      ->check(CLI::IsMember({"beta", "posterior"}));
+  add_setting_option(cmd, "--variance", &args->variance, "DDPM variance");
   cmd->add_option("--seed", args->seed, seed_help);
 }
 
-void add_device_option(CLI::App* cmd, std::string* device) {
-  cmd->add_option("--device", *device, "auto, cpu or cuda")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+void add_device_option(CLI::App* cmd, DeviceRequest* device) {
+  add_setting_option(cmd, "--device", device, "Device (auto: CUDA when present)");
 }
 
 SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps) {
   SamplerOptions options;
-  options.kind = parse_sampler_kind(args.sampler);
+  options.kind = args.sampler;
   options.steps = args.steps;
   options.eta = args.eta;
-  options.variance = parse_ddpm_variance(args.variance);
+  options.variance = args.variance;
   validate(options, timesteps);
   return options;
 }
@@ -74,9 +73,11 @@ std::string resolve_checkpoint(const std::string& run_dir, const std::string& ch
   return *latest;
 }
 
-c10::Device resolve_device(const std::string& request) {
-  const bool cuda = request != "cpu" && torch::cuda::is_available();
-  if (request == "cuda" && !cuda) throw std::runtime_error("--device cuda: no CUDA device");
+c10::Device resolve_device(DeviceRequest request) {
+  const bool cuda = request != DeviceRequest::kCpu && torch::cuda::is_available();
+  if (request == DeviceRequest::kCuda && !cuda) {
+    throw std::runtime_error("--device cuda: no CUDA device");
+  }
   return cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 }
 
@@ -121,29 +122,37 @@ EpsPredictor model_predictor(const SamplingModel& model, int64_t label, double g
                   return unet->forward(x, t, labels);
                 },
                 label, num_classes, guidance);
-  return as_eps_predictor(std::move(function), noise_schedule(config),
-                          parse_prediction(config.model.prediction));
+  return as_eps_predictor(std::move(function), noise_schedule(config), config.model.prediction);
 }
 
+void require_output_folder(const std::string& option, const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty() && !std::filesystem::is_directory(parent)) {
+    throw std::runtime_error(option + " " + path + ": folder " + parent.string() +
+                             " does not exist");
+  }
+}
+
+// The header is checked before the pixels are decoded: a huge PNG costs nothing.
 at::Tensor read_model_image(const std::string& option, const std::string& path, int64_t channels,
                             int64_t size) {
-  const at::Tensor pixels = read_pixels(path);
-  if (pixels.size(0) != channels || pixels.size(1) != size || pixels.size(2) != size) {
+  const data::PngInfo info = data::read_png_info(path);
+  if (info.channels != channels || info.height != size || info.width != size) {
     throw std::runtime_error(
-        option + " " + path + ": " + size_of(pixels.size(0), pixels.size(1), pixels.size(2)) +
+        option + " " + path + ": " + size_of(info.channels, info.height, info.width) +
         " (width x height x channels); the model wants " + size_of(channels, size, size));
   }
-  return pixels / 127.5 - 1.0;
+  return read_pixels(path) / 127.5 - 1.0;
 }
 
 at::Tensor read_fill_mask(const std::string& option, const std::string& path, int64_t size) {
-  const at::Tensor pixels = read_pixels(path);
-  if (pixels.size(1) != size || pixels.size(2) != size) {
-    throw std::runtime_error(option + " " + path + ": " + std::to_string(pixels.size(2)) + "x" +
-                             std::to_string(pixels.size(1)) + " pixels; the model's images are " +
+  const data::PngInfo info = data::read_png_info(path);
+  if (info.height != size || info.width != size) {
+    throw std::runtime_error(option + " " + path + ": " + std::to_string(info.width) + "x" +
+                             std::to_string(info.height) + " pixels; the model's images are " +
                              std::to_string(size) + "x" + std::to_string(size));
   }
-  return pixels.mean(0, /*keepdim=*/true).ge(128.0).to(torch::kFloat);
+  return read_pixels(path).mean(0, /*keepdim=*/true).ge(128.0).to(torch::kFloat);
 }
 
 }  // namespace difftrain::trainer

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "trainer/config.h"
+#include "trainer/config/config.h"
 #include "trainer/diffusion/prediction.h"
 #include "trainer/diffusion/sampler.h"
 #include "trainer/model/unet.h"
@@ -23,8 +23,10 @@ namespace difftrain::trainer {
 // The options of a command that generates from one checkpoint's weights with a sampler.
 struct GenerationArgs {
   std::string run_dir, checkpoint;  // exactly one is given
-  std::string weights = "ema", device = "auto";
-  std::string sampler = "ddim", variance = "beta";
+  std::string weights = "ema";
+  DeviceRequest device = DeviceRequest::kAuto;
+  SamplerKind sampler = SamplerKind::kDdim;
+  DdpmVariance variance = DdpmVariance::kBeta;
   int64_t steps = 50, seed = 0;
   double eta = 0.0;
 };
@@ -36,7 +38,7 @@ void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::stri
                             const std::string& seed_help);
 
 // --device auto|cpu|cuda, writing into `device`.
-void add_device_option(CLI::App* cmd, std::string* device);
+void add_device_option(CLI::App* cmd, DeviceRequest* device);
 
 // The sampler that args name, validated against `timesteps` (throws naming the value).
 SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps);
@@ -45,8 +47,12 @@ SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps);
 // has none).
 std::string resolve_checkpoint(const std::string& run_dir, const std::string& checkpoint);
 
-// "auto" (CUDA when available), "cpu" or "cuda" (error if no CUDA device).
-c10::Device resolve_device(const std::string& request);
+// An output file's folder must exist (commands never create folders the user named): throws
+// "--out PATH: folder F does not exist". Called before any work, so a typo costs nothing.
+void require_output_folder(const std::string& option, const std::string& path);
+
+// kAuto: CUDA when available, else the CPU; kCuda throws when there is no CUDA device.
+c10::Device resolve_device(DeviceRequest request);
 
 // A checkpoint's U-Net in eval mode, with its EMA weights (weights == "ema") or raw ones.
 struct SamplingModel {

@@ -8,14 +8,16 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "launch/communicator.h"
 #include "launch/mpi_communicator.h"
 #include "launch/runtime.h"
+#include "trainer/checkpoint/run_lock.h"
 #include "trainer/commands/commands.h"
-#include "trainer/config.h"
-#include "trainer/stop_signal.h"
-#include "trainer/trainer.h"
+#include "trainer/config/config.h"
+#include "trainer/train/stop_signal.h"
+#include "trainer/train/trainer.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -80,7 +82,13 @@ void add_train_command(CLI::App& app) {
     launch::Runtime runtime(nullptr, nullptr, config.train.device);
     setup_logging(runtime);
     try {
-      if (runtime.rank() == 0) add_run_log(run_dir, runtime);
+      // Rank 0 holds the run directory for the life of the run: a second job fails here,
+      // before it writes anything there.
+      std::optional<RunLock> run_lock;
+      if (runtime.rank() == 0) {
+        run_lock.emplace(run_dir);
+        add_run_log(run_dir, runtime);
+      }
       const int64_t threads =
           config.train.threads > 0 ? config.train.threads : runtime.default_threads();
       torch::set_num_threads(static_cast<int>(threads));

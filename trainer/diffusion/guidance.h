@@ -15,7 +15,8 @@ namespace difftrain::trainer {
 // Ho & Salimans eq. 6: guided = (1 + w) conditional - w unconditional. w = 0 is the plain
 // conditional prediction, w = -1 the unconditional one, w > 0 strengthens the class. Works on
 // eps or v outputs alike (linear with weights summing to 1, so it commutes with the affine
-// v -> eps conversion). Shapes must be equal (throws std::runtime_error naming both).
+// v -> eps and v -> x0 conversions). Shapes must be equal (throws std::runtime_error naming
+// both).
 at::Tensor guided_prediction(const at::Tensor& conditional, const at::Tensor& unconditional,
                              double guidance);
 

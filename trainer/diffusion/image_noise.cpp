@@ -9,7 +9,7 @@
 #include <string>
 #include <utility>
 
-#include "trainer/rng.h"
+#include "trainer/common/rng.h"
 
 namespace difftrain::trainer {
 

@@ -7,30 +7,25 @@
 
 namespace difftrain::trainer {
 
-Prediction parse_prediction(const std::string& name) {
-  if (name == "eps") return Prediction::kEps;
-  if (name == "v") return Prediction::kV;
-  throw std::runtime_error("model.prediction = '" + name + "': must be 'eps' or 'v'");
-}
-
-std::string to_string(Prediction prediction) {
-  return prediction == Prediction::kEps ? "eps" : "v";
-}
-
 EpsPredictor as_eps_predictor(ModelFunction model, const NoiseSchedule& schedule,
                               Prediction prediction) {
   if (prediction == Prediction::kEps) return model;
-  return [model = std::move(model), schedule](const at::Tensor& x_t, const at::Tensor& t) {
-    const at::Tensor v = model(x_t, t);
-    if (v.sizes() != x_t.sizes()) {
-      std::ostringstream message;
-      message << "as_eps_predictor: the model returned shape " << v.sizes() << " for x_t of shape "
-              << x_t.sizes();
-      throw std::runtime_error(message.str());
-    }
-    return schedule.sqrt_alpha_bar_at(t, v) * v +
-           schedule.sqrt_one_minus_alpha_bar_at(t, v) * x_t.to(v.scalar_type());
-  };
+  return EpsPredictor::with_x0(
+      [model = std::move(model), schedule](const at::Tensor& x_t, const at::Tensor& t) {
+        const at::Tensor output = model(x_t, t);
+        if (output.sizes() != x_t.sizes()) {
+          std::ostringstream message;
+          message << "as_eps_predictor: the model returned shape " << output.sizes()
+                  << " for x_t of shape " << x_t.sizes();
+          throw std::runtime_error(message.str());
+        }
+        const at::ScalarType type = at::promote_types(output.scalar_type(), at::kFloat);
+        const at::Tensor v = output.to(type);
+        const at::Tensor x = x_t.to(type);
+        const at::Tensor alpha = schedule.sqrt_alpha_bar_at(t, v);
+        const at::Tensor sigma = schedule.sqrt_one_minus_alpha_bar_at(t, v);
+        return PredictorOutput{alpha * v + sigma * x, alpha * x - sigma * v};
+      });
 }
 
 }  // namespace difftrain::trainer

@@ -9,17 +9,13 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
+#include "trainer/common/text.h"
 #include "trainer/diffusion/image_noise.h"
 
 namespace difftrain::trainer {
 namespace {
-
-std::string format_double(double value) {
-  std::ostringstream out;
-  out << value;
-  return out.str();
-}
 
 // One reverse step from timestep t (alpha_bar a) to the previous kept timestep (a_prev).
 struct StepCoefficients {
@@ -82,35 +78,22 @@ at::Tensor dpm_solver_pp_2m_step(const at::Tensor& x, const at::Tensor& x0,
   return next;
 }
 
+void check_prediction_shape(const at::Tensor& output, const at::Tensor& x) {
+  if (!output.defined() || output.sizes() != x.sizes()) {
+    std::ostringstream message;
+    message << "sample: the predictor returned shape "
+            << (output.defined() ? c10::str(output.sizes()) : "none") << " for x_t of shape "
+            << x.sizes();
+    throw std::runtime_error(message.str());
+  }
+}
+
 }  // namespace
 
-SamplerKind parse_sampler_kind(const std::string& name) {
-  if (name == "ddpm") return SamplerKind::kDdpm;
-  if (name == "ddim") return SamplerKind::kDdim;
-  if (name == "dpmpp2m") return SamplerKind::kDpmSolverPP2M;
-  throw std::runtime_error("sample.sampler = '" + name + "': must be 'ddpm', 'ddim' or 'dpmpp2m'");
-}
-
-DdpmVariance parse_ddpm_variance(const std::string& name) {
-  if (name == "beta") return DdpmVariance::kBeta;
-  if (name == "posterior") return DdpmVariance::kPosterior;
-  throw std::runtime_error("sample.ddpm_variance = '" + name + "': must be 'beta' or 'posterior'");
-}
-
-std::string to_string(SamplerKind kind) {
-  switch (kind) {
-    case SamplerKind::kDdpm:
-      return "ddpm";
-    case SamplerKind::kDdim:
-      return "ddim";
-    case SamplerKind::kDpmSolverPP2M:
-      return "dpmpp2m";
-  }
-  return "?";
-}
-
-std::string to_string(DdpmVariance variance) {
-  return variance == DdpmVariance::kBeta ? "beta" : "posterior";
+EpsPredictor EpsPredictor::with_x0(Function predict) {
+  EpsPredictor predictor;
+  predictor.predict_ = std::move(predict);
+  return predictor;
 }
 
 void validate(const SamplerOptions& options, int64_t timesteps) {
@@ -220,18 +203,16 @@ at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedul
     const int64_t t_next = k > 0 ? timesteps[static_cast<size_t>(k - 1)] : -1;
     const StepCoefficients c{schedule.alpha_bar(t), k > 0 ? schedule.alpha_bar(t_next) : 1.0};
 
-    at::Tensor eps = predictor(x, at::full({batch}, t, timestep_options));
-    if (eps.sizes() != x.sizes()) {
-      std::ostringstream message;
-      message << "sample: the predictor returned shape " << eps.sizes() << " for x_t of shape "
-              << x.sizes();
-      throw std::runtime_error(message.str());
-    }
-    eps = eps.to(at::kFloat);
-    // x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), eq. 4 solved for x0.
-    at::Tensor x0 = (x - eps * std::sqrt(1.0 - c.a)) * (1.0 / std::sqrt(c.a));
+    const PredictorOutput prediction = predictor.predict(x, at::full({batch}, t, timestep_options));
+    check_prediction_shape(prediction.eps, x);
+    if (prediction.x0.defined()) check_prediction_shape(prediction.x0, x);
+    at::Tensor eps = prediction.eps.to(at::kFloat);
+    // x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), eq. 4 solved for x0, unless the model gave it.
+    at::Tensor x0 = prediction.x0.defined()
+                        ? prediction.x0.to(at::kFloat)
+                        : (x - eps * std::sqrt(1.0 - c.a)) * (1.0 / std::sqrt(c.a));
     if (options.clip_x0) {
-      x0.clamp_(-1.0, 1.0);
+      x0 = x0.clamp(-1.0, 1.0);  // not in place: x0 may be the predictor's own tensor
       // Keep DDIM's direction term consistent with the clipped x0 (as improved-diffusion does).
       if (options.kind == SamplerKind::kDdim) {
         eps = (x - x0 * std::sqrt(c.a)) * (1.0 / std::sqrt(1.0 - c.a));

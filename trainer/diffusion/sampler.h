@@ -9,30 +9,61 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "trainer/config/settings.h"
 #include "trainer/diffusion/schedule.h"
 
 namespace difftrain::trainer {
 
-// eps_hat = predictor(x_t, t): x_t float [B, ...], t int64 [B] on x_t's device. Called under
-// no-grad; put the model in eval() mode before sampling.
-using EpsPredictor = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+// A prediction for x_t: the noise eps_hat and, where the model gives it directly, the clean
+// image x0_hat (undefined otherwise). The samplers need both, and x0 from eps alone,
+// (x_t - sqrt(1 - abar) eps) / sqrt(abar), multiplies eps's rounding by 1/sqrt(abar): 2e4 at the
+// cosine schedule's last timestep. Both [B, ...] like x_t, any floating dtype.
+struct PredictorOutput {
+  at::Tensor eps;
+  at::Tensor x0;
+};
 
-// kDpmSolverPP2M: multistep second-order solver of the probability-flow ODE in the data
-// prediction (x0) form, stepping in log-SNR lambda_t = log(sqrt(abar_t) / sqrt(1 - abar_t)) on
-// the grid log_snr_timesteps(); deterministic (ignores eta and variance).
-enum class SamplerKind { kDdpm, kDdim, kDpmSolverPP2M };
-// Reverse-step variance of DDPM: sigma_t^2 = beta_t or the posterior variance
-// beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. sec. 3.2).
-enum class DdpmVariance { kBeta, kPosterior };
+// The model as the samplers see it, for x_t float [B, ...] and t int64 [B] on x_t's device.
+// Called under no-grad; put the model in eval() mode before sampling. Any callable
+// (x_t, t) -> eps_hat converts to one implicitly (x0 is then derived from eps); with_x0() makes
+// one that returns x0 too (as_eps_predictor() does for v-models, prediction.h).
+class EpsPredictor {
+ public:
+  using Function = std::function<PredictorOutput(const at::Tensor& x_t, const at::Tensor& t)>;
 
-// "ddpm" | "ddim" | "dpmpp2m" and "beta" | "posterior"; anything else throws naming the value.
-SamplerKind parse_sampler_kind(const std::string& name);
-DdpmVariance parse_ddpm_variance(const std::string& name);
-std::string to_string(SamplerKind kind);
-std::string to_string(DdpmVariance variance);
+  EpsPredictor() = default;
+  template <typename F>
+  requires(!std::is_same_v<std::remove_cvref_t<F>, EpsPredictor> &&
+           std::is_invocable_r_v<at::Tensor, F&, const at::Tensor&, const at::Tensor&>)
+      EpsPredictor(F eps)  // NOLINT(google-explicit-constructor): an eps function is a predictor
+      : predict_([eps = std::move(eps)](const at::Tensor& x_t, const at::Tensor& t) mutable {
+          return PredictorOutput{eps(x_t, t), at::Tensor()};
+        }) {}
 
+  // `predict` returns eps_hat and x0_hat (an undefined x0_hat is derived from eps_hat).
+  static EpsPredictor with_x0(Function predict);
+
+  at::Tensor operator()(const at::Tensor& x_t, const at::Tensor& t) const {
+    return predict_(x_t, t).eps;
+  }
+  PredictorOutput predict(const at::Tensor& x_t, const at::Tensor& t) const {
+    return predict_(x_t, t);
+  }
+  explicit operator bool() const { return static_cast<bool>(predict_); }
+
+ private:
+  Function predict_;
+};
+
+// SamplerKind (trainer/config/settings.h): kDpmSolverPP2M is the multistep second-order solver
+// of the probability-flow ODE in the data prediction (x0) form, stepping in log-SNR
+// lambda_t = log(sqrt(abar_t) / sqrt(1 - abar_t)) on the grid log_snr_timesteps();
+// deterministic (ignores eta and variance). DdpmVariance: sigma_t^2 = beta_t or the posterior
+// variance beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. sec. 3.2).
 // Config keys are `sample.<field>` (sample.sampler for kind, sample.ddpm_variance).
 struct SamplerOptions {
   SamplerKind kind = SamplerKind::kDdim;

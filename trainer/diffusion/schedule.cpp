@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "trainer/common/text.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -18,12 +20,6 @@ constexpr double kPi = 3.14159265358979323846;
 
 at::Tensor to_tensor(std::vector<double> values) {
   return at::from_blob(values.data(), {static_cast<int64_t>(values.size())}, at::kDouble).clone();
-}
-
-std::string format_double(double value) {
-  std::ostringstream out;
-  out << value;
-  return out.str();
 }
 
 std::vector<double> linear_betas(int64_t timesteps, double beta_start, double beta_end) {
@@ -56,16 +52,6 @@ std::vector<double> cosine_betas(int64_t timesteps) {
 }
 
 }  // namespace
-
-BetaSchedule parse_beta_schedule(const std::string& name) {
-  if (name == "linear") return BetaSchedule::kLinear;
-  if (name == "cosine") return BetaSchedule::kCosine;
-  throw std::runtime_error("diffusion.schedule = '" + name + "': must be 'linear' or 'cosine'");
-}
-
-std::string to_string(BetaSchedule kind) {
-  return kind == BetaSchedule::kLinear ? "linear" : "cosine";
-}
 
 NoiseSchedule::NoiseSchedule(BetaSchedule kind, int64_t timesteps, double beta_start,
                              double beta_end)

@@ -10,13 +10,9 @@
 #include <mutex>
 #include <string>
 
+#include "trainer/config/settings.h"
+
 namespace difftrain::trainer {
-
-enum class BetaSchedule { kLinear, kCosine };
-
-// "linear" | "cosine"; anything else throws std::runtime_error naming the value.
-BetaSchedule parse_beta_schedule(const std::string& name);
-std::string to_string(BetaSchedule kind);
 
 // Immutable after construction; const methods are safe to call from several threads.
 class NoiseSchedule {

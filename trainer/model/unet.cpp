@@ -42,44 +42,41 @@ std::string plan_line(const std::string& name, const std::string& where, const s
 
 }  // namespace
 
-UNetOptions ddpm_cifar10_options() {
-  UNetOptions options;
-  options.in_channels = 3;
-  options.image_size = 32;
-  options.channels = 128;
-  options.channel_mult = {1, 2, 2, 2};
-  options.num_res_blocks = 2;
-  options.attention_resolutions = {16};
-  options.dropout = 0.1;
-  return options;
-}
-
-void validate(const UNetOptions& options) {
-  if (options.in_channels < 1) {
-    fail("model.in_channels = " + std::to_string(options.in_channels) + ": must be >= 1");
+std::optional<ShapeProblem> find_shape_problem(const UNetOptions& options) {
+  if (options.in_channels < 1 || options.in_channels > 4) {
+    return ShapeProblem{"model.in_channels",
+                        "model.in_channels = " + std::to_string(options.in_channels) +
+                            ": must be in [1, 4] (grey, grey+alpha, RGB, RGBA images)"};
   }
   if (options.channels < kGroupNormGroups || options.channels % kGroupNormGroups != 0) {
-    fail("model.channels = " + std::to_string(options.channels) +
-         ": must be a positive multiple of 32 (GroupNorm(32))");
+    return ShapeProblem{"model.channels",
+                        "model.channels = " + std::to_string(options.channels) +
+                            ": must be a positive multiple of 32 (GroupNorm(32))"};
   }
   if (options.channel_mult.empty()) {
-    fail("model.channel_mult = []: must list at least one level");
+    return ShapeProblem{"model.channel_mult",
+                        "model.channel_mult = []: must list at least one level"};
   }
   for (const int64_t mult : options.channel_mult) {
     if (mult < 1) {
-      fail("model.channel_mult = " + list_to_string(options.channel_mult) +
-           ": every entry must be >= 1");
+      return ShapeProblem{"model.channel_mult",
+                          "model.channel_mult = " + list_to_string(options.channel_mult) +
+                              ": every entry must be >= 1"};
     }
   }
   if (options.num_res_blocks < 1) {
-    fail("model.num_res_blocks = " + std::to_string(options.num_res_blocks) + ": must be >= 1");
+    return ShapeProblem{
+        "model.num_res_blocks",
+        "model.num_res_blocks = " + std::to_string(options.num_res_blocks) + ": must be >= 1"};
   }
   const int64_t levels = static_cast<int64_t>(options.channel_mult.size());
   const int64_t factor = int64_t{1} << (levels - 1);
   if (levels > 16 || options.image_size < factor || options.image_size % factor != 0) {
-    fail("model.image_size = " + std::to_string(options.image_size) +
-         ": must be a positive multiple of " + std::to_string(factor) + " (2^(levels-1) for " +
-         std::to_string(levels) + " levels in model.channel_mult)");
+    return ShapeProblem{"model.image_size",
+                        "model.image_size = " + std::to_string(options.image_size) +
+                            ": must be a positive multiple of " + std::to_string(factor) +
+                            " (2^(levels-1) for " + std::to_string(levels) +
+                            " levels in model.channel_mult)"};
   }
   std::vector<int64_t> level_sizes;
   for (int64_t level = 0; level < levels; ++level) {
@@ -87,20 +84,28 @@ void validate(const UNetOptions& options) {
   }
   for (const int64_t size : options.attention_resolutions) {
     if (std::find(level_sizes.begin(), level_sizes.end(), size) == level_sizes.end()) {
-      fail("model.attention_resolutions = " + list_to_string(options.attention_resolutions) + ": " +
-           std::to_string(size) + " is not a level resolution (" + list_to_string(level_sizes) +
-           " for model.image_size " + std::to_string(options.image_size) + ")");
+      return ShapeProblem{
+          "model.attention_resolutions",
+          "model.attention_resolutions = " + list_to_string(options.attention_resolutions) + ": " +
+              std::to_string(size) + " is not a level resolution (" + list_to_string(level_sizes) +
+              " for model.image_size " + std::to_string(options.image_size) + ")"};
     }
   }
   if (options.num_classes < 0) {
-    fail("model.num_classes = " + std::to_string(options.num_classes) +
-         ": must be >= 0 (0 = unconditional)");
+    return ShapeProblem{"model.num_classes",
+                        "model.num_classes = " + std::to_string(options.num_classes) +
+                            ": must be >= 0 (0 = unconditional)"};
   }
   if (!(options.dropout >= 0.0 && options.dropout < 1.0)) {
     std::ostringstream value;
     value << options.dropout;
-    fail("model.dropout = " + value.str() + ": must be in [0, 1)");
+    return ShapeProblem{"model.dropout", "model.dropout = " + value.str() + ": must be in [0, 1)"};
   }
+  return std::nullopt;
+}
+
+void validate(const UNetOptions& options) {
+  if (const auto problem = find_shape_problem(options)) throw std::runtime_error(problem->message);
 }
 
 UNetImpl::UNetImpl(const UNetOptions& options) : options_(options) {

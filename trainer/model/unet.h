@@ -13,6 +13,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,15 +35,19 @@ struct UNetOptions {
   int64_t num_classes = 0;
 };
 
-// Throws std::runtime_error naming the first offending key and value: in_channels >= 1,
-// channels a positive multiple of 32, channel_mult non-empty with entries >= 1,
-// num_res_blocks >= 1, image_size divisible by 2^(levels-1), every attention resolution one of
-// the level resolutions, dropout in [0, 1), num_classes >= 0.
+// The model's shape rules, the one place they are written (the config checks model.* keys
+// with them): in_channels in [1, 4], channels a positive multiple of 32, channel_mult
+// non-empty with entries >= 1, num_res_blocks >= 1, image_size a positive multiple of
+// 2^(levels-1), every attention resolution one of the level resolutions, dropout in [0, 1),
+// num_classes >= 0.
+struct ShapeProblem {
+  std::string key;      // the config key at fault, "model.image_size"
+  std::string message;  // "model.image_size = 30: must be a positive multiple of 4 (...)"
+};
+// The first rule `options` breaks, if any.
+std::optional<ShapeProblem> find_shape_problem(const UNetOptions& options);
+// Throws std::runtime_error with the message of the first rule broken.
 void validate(const UNetOptions& options);
-
-// Hyper-parameters of the paper's CIFAR-10 model (in_channels 3, 32x32, channels 128,
-// mult {1,2,2,2}, 2 blocks, attention at 16, dropout 0.1).
-UNetOptions ddpm_cifar10_options();
 
 // Not thread-safe (like every torch::nn::Module); clone() gives an independent deep copy (for
 // EMA weights), train()/eval() switch dropout.

@@ -99,7 +99,7 @@ void run(const Options& options, const difftrain::launch::Runtime& runtime) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  difftrain::launch::Runtime runtime(&argc, &argv, "cpu");
+  difftrain::launch::Runtime runtime(&argc, &argv, difftrain::launch::DeviceRequest::kCpu);
   try {
     run(parse(argc, argv), runtime);
   } catch (const std::exception& e) {

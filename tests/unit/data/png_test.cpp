@@ -73,6 +73,49 @@ TEST(PngIoTest, RejectsNonPngAndBadChannels) {
   EXPECT_FALSE(fs::exists(dir.file("two.png")));
 }
 
+// CRC-32 as PNG chunks carry it (ISO 3309, bitwise).
+uint32_t png_crc(const uint8_t* bytes, size_t n) {
+  uint32_t crc = 0xffffffffu;
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= bytes[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+TEST(PngIoTest, AHugeHeaderIsRefusedBeforeAnyPixelIsDecoded) {
+  // A valid 2x2 PNG whose IHDR (with a correct CRC) claims 30000x30000: 900 million pixels.
+  TempDir dir;
+  const std::vector<uint8_t> pixels(4, 7);
+  write_png(dir.file("huge.png"), pixels.data(), 2, 2, 1);
+  std::vector<uint8_t> bytes = testing::read_bytes(dir.file("huge.png"));
+  ASSERT_EQ(std::string(bytes.begin() + 12, bytes.begin() + 16), "IHDR");
+  for (int field = 0; field < 2; ++field) {  // width, height: big-endian at 16 and 20
+    const uint32_t side = 30000;
+    for (int b = 0; b < 4; ++b)
+      bytes[16 + field * 4 + b] = static_cast<uint8_t>(side >> (24 - 8 * b));
+  }
+  const uint32_t crc = png_crc(bytes.data() + 12, 4 + 13);  // type and data
+  for (int b = 0; b < 4; ++b) bytes[29 + b] = static_cast<uint8_t>(crc >> (24 - 8 * b));
+  testing::write_bytes(dir.file("huge.png"), bytes);
+  for (const auto& read : {+[](const std::string& p) { (void)read_png_info(p); },
+                           +[](const std::string& p) { (void)read_png(p); }}) {
+    try {
+      read(dir.file("huge.png"));
+      ADD_FAILURE() << "a 30000x30000 header was accepted";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find("huge.png: PNG header says 30000x30000 pixels"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  write_png(dir.file("small.png"), pixels.data(), 2, 2, 1);
+  const PngInfo small = read_png_info(dir.file("small.png"));
+  EXPECT_EQ(small.height, 2);
+  EXPECT_EQ(small.width, 2);
+  EXPECT_EQ(small.channels, 1);
+}
+
 TEST(PngFolderImporterTest, TwoClassesSortedWithChwPixels) {
   TempDir dir;
   fs::create_directories(dir.file("zebra"));

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "monitoring/clock.h"
 #include "tests/unit/monitoring/exposition_parser.h"
 
 namespace difftrain::monitoring {
@@ -35,10 +36,6 @@ StepSample make_sample(int64_t step, double step_s) {
   s.loss_by_quartile = {0.5, 0.25, 0.125, 0.0625};
   s.count_by_quartile = {2, 2, 4, 0};
   return s;
-}
-
-double unix_now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Three steps, one of them skipped for a non-finite loss, then the rank-0 extras.

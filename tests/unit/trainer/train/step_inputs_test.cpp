@@ -1,0 +1,72 @@
+// Step inputs made on the prefetch thread: the noise of the batch's global positions, the
+// images as stored, dropped labels marked.
+#include "trainer/train/step_inputs.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "trainer/train/step_noise.h"
+
+namespace difftrain::trainer {
+namespace {
+
+data::Batch make_batch(int64_t index, int64_t size) {
+  data::Batch batch;
+  batch.step = index;
+  batch.size = size;
+  batch.shape = {1, 2, 3};
+  for (int64_t i = 0; i < size * 6; ++i) batch.images.push_back(static_cast<uint8_t>(i * 7));
+  for (int64_t i = 0; i < size; ++i) batch.labels.push_back(i % 3);
+  return batch;
+}
+
+TEST(StepInputs, NoiseIsThatOfTheBatchsGlobalPositions) {
+  StepInputPlan plan;
+  plan.seed = 11;
+  plan.grad_accum_steps = 2;
+  plan.micro_global_batch = 12;  // 3 ranks x 4
+  plan.first_in_rank = 8;        // rank 2
+  plan.timesteps = 1000;
+  // Micro-batch 5: optimizer step 2, second micro-step, positions 12 + 8 .. 12 + 11.
+  const StepInputs inputs = prepare_step_inputs(make_batch(5, 4), plan);
+  const StepNoise expected = draw_step_noise(11, 2, 20, 4, 1000, {1, 2, 3});
+  EXPECT_TRUE(torch::equal(inputs.eps, expected.eps));
+  EXPECT_TRUE(torch::equal(inputs.timesteps, expected.timesteps));
+  EXPECT_FALSE(inputs.labels.defined());  // unconditional
+  ASSERT_EQ(inputs.images.sizes(), (std::vector<int64_t>{4, 1, 2, 3}));
+  EXPECT_EQ(inputs.images.dtype(), torch::kByte);
+  EXPECT_EQ(inputs.images.flatten()[5].item<int64_t>(), 35);
+}
+
+TEST(StepInputs, DroppedLabelsBecomeNoLabel) {
+  StepInputPlan plan;
+  plan.seed = 3;
+  plan.micro_global_batch = 64;
+  plan.timesteps = 1000;
+  plan.num_classes = 3;
+  plan.label_dropout = 0.5;
+  const StepInputs inputs = prepare_step_inputs(make_batch(0, 64), plan);
+  const StepNoise expected = draw_step_noise(3, 0, 0, 64, 1000, {1, 2, 3}, 0.5);
+  ASSERT_TRUE(inputs.labels.defined());
+  for (int64_t i = 0; i < 64; ++i) {
+    const int64_t want = expected.drop_label[i].item<bool>() ? 3 : i % 3;
+    EXPECT_EQ(inputs.labels[i].item<int64_t>(), want) << "sample " << i;
+  }
+  const int64_t dropped = expected.drop_label.sum().item<int64_t>();
+  EXPECT_GT(dropped, 0);
+  EXPECT_LT(dropped, 64);
+}
+
+TEST(StepInputs, ToDeviceOnCpuKeepsValues) {
+  StepInputPlan plan;
+  plan.micro_global_batch = 2;
+  plan.timesteps = 10;
+  const StepInputs inputs = prepare_step_inputs(make_batch(0, 2), plan);
+  const StepInputs moved = to_device(inputs, torch::kCPU);
+  EXPECT_TRUE(torch::equal(moved.eps, inputs.eps));
+  EXPECT_TRUE(torch::equal(moved.images, inputs.images));
+  EXPECT_FALSE(moved.labels.defined());
+}
+
+}  // namespace
+}  // namespace difftrain::trainer

@@ -1,0 +1,84 @@
+// Per-step randomness: reproducible, independent of how the global batch is split over ranks,
+// different across steps and seeds; and the learning-rate warm-up.
+#include "trainer/train/step_noise.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "trainer/config/config.h"
+#include "trainer/train/trainer.h"
+
+namespace difftrain::trainer {
+namespace {
+
+TEST(StepNoise, SplitOverRanksDrawsTheSameNoise) {
+  const StepNoise whole = draw_step_noise(7, 3, 0, 8, 1000, {1, 4, 4});
+  const StepNoise first = draw_step_noise(7, 3, 0, 4, 1000, {1, 4, 4});
+  const StepNoise second = draw_step_noise(7, 3, 4, 4, 1000, {1, 4, 4});
+  EXPECT_TRUE(torch::equal(torch::cat({first.eps, second.eps}), whole.eps));
+  EXPECT_TRUE(torch::equal(torch::cat({first.timesteps, second.timesteps}), whole.timesteps));
+}
+
+TEST(StepNoise, ReproducibleAndVaried) {
+  const StepNoise a = draw_step_noise(7, 3, 0, 64, 1000, {1, 4, 4});
+  EXPECT_TRUE(torch::equal(a.eps, draw_step_noise(7, 3, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_FALSE(torch::equal(a.eps, draw_step_noise(7, 4, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_FALSE(torch::equal(a.eps, draw_step_noise(8, 3, 0, 64, 1000, {1, 4, 4}).eps));
+  EXPECT_NEAR(a.eps.mean().item<double>(), 0.0, 0.15);
+  EXPECT_NEAR(a.eps.std().item<double>(), 1.0, 0.1);
+}
+
+TEST(StepNoise, TimestepsAreUniformOverZeroToTMinusOne) {
+  // t ~ U{0..T-1}: 40 000 draws (20 steps x 2000 positions, T = 1000, 40 per timestep) give
+  // Pearson's chi-square with 999 degrees of freedom, mean 999 and standard deviation 44.7.
+  // Accepted: [800, 1226], both ends ~4.75 standard deviations out (Wilson-Hilferty, p ~ 1e-6
+  // each), so a draw that favours some timesteps or is too even (t = position mod T) falls
+  // outside. One missing timestep (T-1, say) adds only ~40 to the statistic, so every count must
+  // also be positive (a count of 0 has probability e^-40 per timestep).
+  constexpr int64_t kTimesteps = 1000;
+  constexpr int64_t kSteps = 20;
+  constexpr int64_t kPositions = 2000;
+  torch::Tensor counts = torch::zeros({kTimesteps}, torch::kLong);
+  for (int64_t step = 0; step < kSteps; ++step) {
+    const torch::Tensor t = draw_step_noise(5, step, 0, kPositions, kTimesteps, {1}).timesteps;
+    ASSERT_GE(t.min().item<int64_t>(), 0);
+    ASSERT_LT(t.max().item<int64_t>(), kTimesteps);
+    counts += torch::bincount(t, {}, kTimesteps);
+  }
+  const double expected = static_cast<double>(kSteps * kPositions) / kTimesteps;
+  const double chi_square =
+      ((counts.to(torch::kDouble) - expected).square() / expected).sum().item<double>();
+  EXPECT_GT(chi_square, 800.0);
+  EXPECT_LT(chi_square, 1226.0);
+  EXPECT_GT(counts.min().item<int64_t>(), 0) << "timestep " << counts.argmin().item<int64_t>();
+}
+
+TEST(StepNoise, LabelDropoutIsPerSampleAndLeavesTheNoiseAlone) {
+  const StepNoise plain = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2});
+  const StepNoise half = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2}, 0.5);
+  EXPECT_TRUE(torch::equal(plain.eps, half.eps));
+  EXPECT_TRUE(torch::equal(plain.timesteps, half.timesteps));
+  EXPECT_FALSE(plain.drop_label.any().item<bool>());
+  EXPECT_TRUE(draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2}, 1.0).drop_label.all().item<bool>());
+  // 400 Bernoulli(0.5) draws: 200 +- 4.5 standard deviations (10).
+  EXPECT_NEAR(half.drop_label.sum().item<int64_t>(), 200, 45);
+  // Independent of the rank split (and so of world size), like the noise.
+  const StepNoise first = draw_step_noise(7, 3, 0, 150, 1000, {1, 2, 2}, 0.5);
+  const StepNoise second = draw_step_noise(7, 3, 150, 250, 1000, {1, 2, 2}, 0.5);
+  EXPECT_TRUE(torch::equal(torch::cat({first.drop_label, second.drop_label}), half.drop_label));
+  EXPECT_FALSE(torch::equal(half.drop_label,
+                            draw_step_noise(7, 4, 0, 400, 1000, {1, 2, 2}, 0.5).drop_label));
+}
+
+TEST(LearningRate, LinearWarmupThenConstant) {
+  const Config c = load_config("", {"train.lr=0.001", "train.warmup_steps=10"});
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 0), 0.0001);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 4), 0.0005);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 9), 0.001);
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 5000), 0.001);
+  const Config none = load_config("", {"train.lr=0.001", "train.warmup_steps=0"});
+  EXPECT_DOUBLE_EQ(learning_rate_at(none, 0), 0.001);
+}
+
+}  // namespace
+}  // namespace difftrain::trainer
