@@ -18,7 +18,7 @@ COMMON=(--config "$CONFIG" --set data.dir=data train.threads=1 sample.n=4 sample
 "$BIN" train "${COMMON[@]}" train.steps=1 --run-dir verified >verified.out 2>&1 || fail "train on good data failed"
 grep -q "data.verify: the images of 2 shards match index.json" verified.out || fail "no verify line: $(cat verified.out)"
 cp -r data flipped
-shard=$(ls flipped/*.h5 | head -1)
+shard=flipped/shard-00000.h5
 # Flip one image byte inside the HDF5 images dataset (found by its value range, not by guess):
 # the file stays valid HDF5, only the pixels change.
 "$PY" - "$shard" <<'EOF'
@@ -70,16 +70,19 @@ wait "$pid" || rc=$?
 [ "$rc" -eq 0 ] || fail "SIGINT: exit $rc: $(tail -3 interrupted.out)"
 grep -q "stopping at step [0-9]* (SIGINT): checkpoint written" interrupted.out || fail "SIGINT wrote no checkpoint"
 ls interrupted/checkpoints/step-*.ckpt >/dev/null || fail "no checkpoint after SIGINT"
-"$BIN" train "${COMMON[@]}" train.steps=100000 train.log_interval_s=0.000001 --run-dir twice \
-  >twice.out 2>&1 &
+# The checkpoint of the first Ctrl-C is slowed to 10 s, so the second one comes during it.
+DIFFTRAIN_TEST_CHECKPOINT_DELAY_S=10 "$BIN" train "${COMMON[@]}" train.steps=100000 \
+  train.log_interval_s=0.000001 --run-dir twice >twice.out 2>&1 &
 pid=$!
 for _ in $(seq 600); do grep -q "step [0-9]*/" twice.out && break; sleep 0.1; done
 kill -INT "$pid"
-sleep 0.5  # two signals sent at once would merge into one
+sleep 1
+start_s=$(date +%s)
 kill -INT "$pid"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" -eq 130 ] || fail "a second SIGINT: exit $rc, want 130 (killed by SIGINT)"
+[ $(($(date +%s) - start_s)) -le 3 ] || fail "a second SIGINT took $(($(date +%s) - start_s)) s"
 echo "ok: Ctrl-C checkpoints and exits 0; a second Ctrl-C exits at once"
 
 # --- SIGTERM during the end-of-run grid: the grid stops, the run exits 0 within seconds ---
