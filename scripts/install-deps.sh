@@ -18,6 +18,8 @@ packages=(
   # the Python environment; tests and benchmarks: Prometheus + promtool, a real single-node
   # Slurm, shell linting
   python3 python3-venv prometheus slurm-wlm munge shellcheck
+  # multi-node tests: network namespaces, veth pairs and a bridge (ip), nsenter and unshare
+  iproute2 util-linux
 )
 
 missing=()

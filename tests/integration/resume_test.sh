@@ -17,12 +17,16 @@ hash_of() { "$BIN" inspect checkpoint "$1" | sed -n 's/^params_sha256: //p'; }
 # "step loss" pairs of a log, one per step.
 losses_of() { sed -n 's/.*step \([0-9]*\)\/[0-9]* epoch [0-9.]* loss \([0-9.]*\).*/\1 \2/p' "$1"; }
 
-# --- bit-exact resume: 8 steps straight == 4 steps, stop, resume to 8 (1 and 2 ranks) ---
-for ranks in 1 2; do
-  run=("${MPIRUN[@]}" -np "$ranks" "$BIN" train)
-  "${run[@]}" "${COMMON[@]}" train.steps=8 --run-dir "straight$ranks" >"straight$ranks.out"
-  "${run[@]}" "${COMMON[@]}" train.steps=4 --run-dir "split$ranks" >"split$ranks.out"
-  "${run[@]}" "${COMMON[@]}" train.steps=8 --run-dir "split$ranks" >>"split$ranks.out"
+# --- bit-exact resume: 8 steps straight == 4 steps, stop, resume to 8 (1 and 2 ranks; "2r":
+# 2 ranks with the min-SNR / log-normal / hflip recipe, whose draws must resume too) ---
+RECIPE=(train.loss_weighting=min_snr train.timestep_sampling=lognormal data.hflip=true)
+for ranks in 1 2 2r; do
+  extra=()
+  if [ "$ranks" = 2r ]; then extra=("${RECIPE[@]}"); fi
+  run=("${MPIRUN[@]}" -np "${ranks%r}" "$BIN" train)
+  "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=8 --run-dir "straight$ranks" >"straight$ranks.out"
+  "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=4 --run-dir "split$ranks" >"split$ranks.out"
+  "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=8 --run-dir "split$ranks" >>"split$ranks.out"
   grep -q "resumed from split$ranks/checkpoints/step-000000004.ckpt at step 4" "split$ranks.out" ||
     fail "$ranks ranks: split run did not resume at step 4"
   a=$(hash_of "straight$ranks/checkpoints/step-000000008.ckpt")

@@ -21,6 +21,7 @@ struct Config {
     std::string dir = "runs/data/fashion-mnist";
     int64_t prefetch_batches = 4;
     bool verify = true;  // train re-hashes the shards' images against index.json at start
+    bool hflip = false;  // random horizontal flips of the training images
   } data;
   struct Model {
     int64_t in_channels = 1;
@@ -56,6 +57,11 @@ struct Config {
     DeviceRequest device = DeviceRequest::kAuto;
     int64_t grad_accum_steps = 1;
     Precision precision = Precision::kFp32;
+    LossWeighting loss_weighting = LossWeighting::kNone;
+    double min_snr_gamma = 5.0;
+    TimestepSampling timestep_sampling = TimestepSampling::kUniform;
+    double lognormal_mean = -1.2;  // of ln(sigma), sigma = sqrt((1 - abar) / abar)
+    double lognormal_std = 1.2;
     int64_t max_bad_steps = 10;
     std::string time_limit;
     bool cuda_graph = false;

@@ -116,6 +116,12 @@ std::vector<ConfigKey> build_keys() {
       "hash at each start; the log then says the shards are not verified.",
       [](Config & c) -> auto& { return c.data.verify; },
       [](const Config&) { return std::string(); }));
+  k.push_back(make_key<bool>(
+      "data.hflip", "bool",
+      "Flip each training image left-right with probability 1/2 (the DDPM paper's CIFAR-10 "
+      "recipe); drawn per sample from the step's seed, so a resumed run flips the same images.",
+      [](Config & c) -> auto& { return c.data.hflip; },
+      [](const Config&) { return std::string(); }));
   // model
   k.push_back(make_key<int64_t>(
       "model.in_channels", "int",
@@ -270,6 +276,30 @@ std::vector<ConfigKey> build_keys() {
       "`bf16`: autocast of the U-Net forward to bfloat16 (CUDA; also CPU), with fp32 master "
       "weights, loss, gradients and all-reduce.",
       [](Config & c) -> auto& { return c.train.precision; }));
+  k.push_back(make_setting_key<LossWeighting>(
+      "train.loss_weighting",
+      "Per-sample loss weight: `none` (L_simple), or `min_snr`: min(SNR, gamma) / SNR for eps "
+      "and min(SNR, gamma) / (SNR + 1) for v, SNR = abar / (1 - abar) (Hang et al. 2023).",
+      [](Config & c) -> auto& { return c.train.loss_weighting; }));
+  k.push_back(make_key<double>(
+      "train.min_snr_gamma", "float", "gamma of `train.loss_weighting: min_snr` (> 0; paper: 5).",
+      [](Config & c) -> auto& { return c.train.min_snr_gamma; },
+      [](const Config& c) { return c.train.min_snr_gamma > 0 ? "" : "must be > 0"; }));
+  k.push_back(make_setting_key<TimestepSampling>(
+      "train.timestep_sampling",
+      "Training timesteps: `uniform` over [0, T), or `lognormal`: ln(sigma) ~ N(mean, std) "
+      "(EDM's training noise levels), sigma = sqrt((1 - abar) / abar), taken to the timestep of "
+      "the nearest sigma.",
+      [](Config & c) -> auto& { return c.train.timestep_sampling; }));
+  k.push_back(make_key<double>(
+      "train.lognormal_mean", "float", "Mean of ln(sigma) for `lognormal` timesteps (EDM: -1.2).",
+      [](Config & c) -> auto& { return c.train.lognormal_mean; },
+      [](const Config&) { return std::string(); }));
+  k.push_back(make_key<double>(
+      "train.lognormal_std", "float",
+      "Standard deviation of ln(sigma) for `lognormal` timesteps (> 0; EDM: 1.2).",
+      [](Config & c) -> auto& { return c.train.lognormal_std; },
+      [](const Config& c) { return c.train.lognormal_std > 0 ? "" : "must be > 0"; }));
   k.push_back(make_key<int64_t>(
       "train.max_bad_steps", "int",
       "Consecutive non-finite steps (skipped, counted) before the run stops with an error.",

@@ -23,6 +23,11 @@ enum class SamplerKind { kDdpm, kDdim, kDpmSolverPP2M };
 enum class DdpmVariance { kBeta, kPosterior };
 // Training precision: fp32, or bf16 autocast of the forward with fp32 master weights.
 enum class Precision { kFp32, kBf16 };
+// Per-sample loss weight: none (L_simple), or min-SNR-gamma (Hang et al. 2023).
+enum class LossWeighting { kNone, kMinSnr };
+// Training timesteps: uniform over [0, T) (Ho et al.), or EDM's log-normal noise levels
+// (Karras et al. 2022) taken to the nearest timestep of the schedule.
+enum class TimestepSampling { kUniform, kLogNormal };
 using launch::Backend;
 using launch::DeviceRequest;
 
@@ -62,6 +67,16 @@ template <>
 struct SettingNames<Precision> {
   static constexpr std::array<SettingName<Precision>, 2> kAll{
       {{Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}}};
+};
+template <>
+struct SettingNames<LossWeighting> {
+  static constexpr std::array<SettingName<LossWeighting>, 2> kAll{
+      {{LossWeighting::kNone, "none"}, {LossWeighting::kMinSnr, "min_snr"}}};
+};
+template <>
+struct SettingNames<TimestepSampling> {
+  static constexpr std::array<SettingName<TimestepSampling>, 2> kAll{
+      {{TimestepSampling::kUniform, "uniform"}, {TimestepSampling::kLogNormal, "lognormal"}}};
 };
 template <>
 struct SettingNames<DeviceRequest> {

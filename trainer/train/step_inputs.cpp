@@ -19,7 +19,7 @@ StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& pl
   const int64_t first_position = micro * plan.micro_global_batch + plan.first_in_rank;
   const StepNoise noise = draw_step_noise(
       plan.seed, step, first_position, batch.size, plan.timesteps,
-      {shape.channels, shape.height, shape.width}, plan.label_dropout, plan.pin_memory);
+      {shape.channels, shape.height, shape.width}, plan.label_dropout, plan.pin_memory, plan.hflip);
   const at::TensorOptions host = at::TensorOptions().pinned_memory(plan.pin_memory);
 
   StepInputs inputs;
@@ -31,6 +31,11 @@ StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& pl
                            std::to_string(inputs.images.numel()));
   }
   std::memcpy(inputs.images.data_ptr(), batch.images.data(), batch.images.size());
+  if (plan.hflip) {
+    for (int64_t i = 0; i < batch.size; ++i) {
+      if (noise.flip[i].item<bool>()) inputs.images[i].copy_(inputs.images[i].flip({-1}));
+    }
+  }
   if (plan.num_classes > 0) {
     inputs.labels = at::empty({batch.size}, host.dtype(at::kLong));
     std::memcpy(inputs.labels.data_ptr(), batch.labels.data(),

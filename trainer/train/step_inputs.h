@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "data/prefetcher.h"
+#include "trainer/train/step_noise.h"
 
 namespace difftrain::trainer {
 
@@ -22,12 +23,13 @@ struct StepInputs {
 // What prepare_step_inputs needs to place a prefetched batch in its optimizer step.
 struct StepInputPlan {
   uint64_t seed = 0;
-  int64_t grad_accum_steps = 1;    // micro-steps per optimizer step
-  int64_t micro_global_batch = 0;  // images per micro-step over all ranks
-  int64_t first_in_rank = 0;       // this rank's first position in a micro-step: rank * batch
-  int64_t timesteps = 0;           // T
-  int64_t num_classes = 0;         // 0: unconditional
+  int64_t grad_accum_steps = 1;       // micro-steps per optimizer step
+  int64_t micro_global_batch = 0;     // images per micro-step over all ranks
+  int64_t first_in_rank = 0;          // this rank's first position in a micro-step: rank * batch
+  TimestepDistribution timesteps{0};  // T and how a sample's timestep is drawn
+  int64_t num_classes = 0;            // 0: unconditional
   double label_dropout = 0;
+  bool hflip = false;       // flip each image left-right with probability 1/2
   bool pin_memory = false;  // page-locked host tensors (CUDA devices)
 };
 

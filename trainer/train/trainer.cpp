@@ -73,7 +73,13 @@ Trainer::Trainer(Config config, TrainerOptions options, launch::Communicator& gr
       time_limit_s_(parse_time_limit_s(config_.train.time_limit)),
       format_(memory_format(config_)),
       schedule_(noise_schedule(config_)),
-      store_(options_.run_dir) {}
+      store_(options_.run_dir) {
+  if (config_.train.loss_weighting == LossWeighting::kMinSnr) {
+    loss_weights_ =
+        min_snr_weights(schedule_, config_.model.prediction, config_.train.min_snr_gamma)
+            .to(device_, at::kFloat);
+  }
+}
 
 Trainer::~Trainer() = default;
 
@@ -93,6 +99,7 @@ TrainResult Trainer::run() {
       "micro-steps), {} steps per epoch, device {}, {} threads",
       parameter_count(*model_), dataset_->size(), config_.data.dir, global_batch_, batch_, world_,
       accum_, sampler_->steps_per_epoch() / accum_, device_.str(), at::get_num_threads());
+  if (rank_ == 0) log_objective();
   start_prefetching();
 
   for (int64_t step = result_.first_step; step < config_.train.steps; ++step) {
@@ -129,6 +136,21 @@ TrainResult Trainer::run() {
   }
   finish();
   return result_;
+}
+
+// The training recipe, in one line.
+void Trainer::log_objective() const {
+  spdlog::info("objective: {} prediction, loss weighting {}{}, timesteps {}{}, hflip {}",
+               setting_name(config_.model.prediction), setting_name(config_.train.loss_weighting),
+               config_.train.loss_weighting == LossWeighting::kMinSnr
+                   ? " (gamma " + format_double(config_.train.min_snr_gamma) + ")"
+                   : "",
+               setting_name(config_.train.timestep_sampling),
+               config_.train.timestep_sampling == TimestepSampling::kLogNormal
+                   ? " (ln sigma ~ N(" + format_double(config_.train.lognormal_mean) + ", " +
+                         format_double(config_.train.lognormal_std) + "))"
+                   : "",
+               config_.data.hflip ? "on" : "off");
 }
 
 // Opens the dataset and checks it against the model's image shape and labels, on every rank,
@@ -276,7 +298,11 @@ void Trainer::start_prefetching() {
   plan.grad_accum_steps = accum_;
   plan.micro_global_batch = micro_global_batch_;
   plan.first_in_rank = rank_ * batch_;
-  plan.timesteps = schedule_.timesteps();
+  plan.timesteps = config_.train.timestep_sampling == TimestepSampling::kLogNormal
+                       ? TimestepDistribution::log_normal(schedule_, config_.train.lognormal_mean,
+                                                          config_.train.lognormal_std)
+                       : TimestepDistribution(schedule_.timesteps());
+  plan.hflip = config_.data.hflip;
   plan.num_classes = config_.model.num_classes;
   plan.label_dropout = config_.model.label_dropout;
   plan.pin_memory = device_.is_cuda();
@@ -369,7 +395,10 @@ at::Tensor Trainer::forward_backward(const StepInputs& inputs, bool last_micro,
     output = model_->forward(x_t, t, inputs.labels);  // labels: class-conditional models only
   }
   output = output.to(torch::kFloat);  // fp32 loss and gradients
-  at::Tensor loss = eps_mse_loss(output, target);
+  // train.loss_weighting: per-sample weights by timestep, or plain L_simple.
+  at::Tensor loss = loss_weights_.defined()
+                        ? weighted_mse_loss(output, target, loss_weights_.index_select(0, t))
+                        : eps_mse_loss(output, target);
   reducer_->prepare_for_backward(last_micro);
   (loss / static_cast<double>(accum_)).backward();
   step_loss += loss.detach() / static_cast<double>(accum_);

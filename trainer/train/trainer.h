@@ -85,6 +85,7 @@ class Trainer {
   void resume();
   void prepare_run_dir();
   void start_prefetching();
+  void log_objective() const;
 
   // One optimizer step: its inputs, forward and backward (captured in a CUDA graph or eager),
   // gradient averaging, optimizer and EMA. Returns the step's numbers on the device.
@@ -124,6 +125,7 @@ class Trainer {
   const double time_limit_s_;
   const at::MemoryFormat format_;
   const NoiseSchedule schedule_;
+  at::Tensor loss_weights_;  // float32 [T] on the device (train.loss_weighting); undefined: none
   Clock::time_point run_start_;
 
   // The run's components, built once by the set-up functions.

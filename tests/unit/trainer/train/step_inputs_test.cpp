@@ -57,6 +57,33 @@ TEST(StepInputs, DroppedLabelsBecomeNoLabel) {
   EXPECT_LT(dropped, 64);
 }
 
+TEST(StepInputs, HflipMirrorsExactlyTheImagesItsDrawSays) {
+  StepInputPlan plan;
+  plan.seed = 5;
+  plan.micro_global_batch = 64;
+  plan.timesteps = 1000;
+  plan.hflip = true;
+  const data::Batch batch = make_batch(0, 64);
+  const StepInputs inputs = prepare_step_inputs(batch, plan);
+  const StepNoise expected = draw_step_noise(5, 0, 0, 64, 1000, {1, 2, 3}, 0.0, false, true);
+  const torch::Tensor stored =
+      torch::from_blob(const_cast<uint8_t*>(batch.images.data()), {64, 1, 2, 3}, torch::kByte);
+  int64_t flipped = 0;
+  for (int64_t i = 0; i < 64; ++i) {
+    const bool flip = expected.flip[i].item<bool>();
+    flipped += flip ? 1 : 0;
+    // Columns reversed within each row: pixel (r, c) comes from (r, 2 - c).
+    EXPECT_TRUE(torch::equal(inputs.images[i], flip ? stored[i].flip({-1}) : stored[i])) << i;
+  }
+  EXPECT_GT(flipped, 16);
+  EXPECT_LT(flipped, 48);
+  // The flips come after every other draw: timesteps and noise are those of hflip off.
+  const StepNoise plain = draw_step_noise(5, 0, 0, 64, 1000, {1, 2, 3});
+  EXPECT_TRUE(torch::equal(inputs.eps, plain.eps));
+  EXPECT_TRUE(torch::equal(inputs.timesteps, plain.timesteps));
+  EXPECT_FALSE(plain.flip.any().item<bool>());
+}
+
 TEST(StepInputs, ToDeviceOnCpuKeepsValues) {
   StepInputPlan plan;
   plan.micro_global_batch = 2;

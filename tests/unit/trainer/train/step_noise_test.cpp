@@ -5,7 +5,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include "trainer/config/config.h"
+#include "trainer/diffusion/schedule.h"
 #include "trainer/train/trainer.h"
 
 namespace difftrain::trainer {
@@ -51,6 +56,49 @@ TEST(StepNoise, TimestepsAreUniformOverZeroToTMinusOne) {
   EXPECT_GT(chi_square, 800.0);
   EXPECT_LT(chi_square, 1226.0);
   EXPECT_GT(counts.min().item<int64_t>(), 0) << "timestep " << counts.argmin().item<int64_t>();
+}
+
+TEST(StepNoise, LogNormalTimestepsFollowEdmsNoiseLevels) {
+  // ln(sigma_t) of the drawn timesteps, sigma_t = sqrt((1 - abar_t) / abar_t), must follow
+  // N(-1.2, 1.2) up to the schedule's grid: 40 000 draws, quantiles of the standard normal
+  // checked to 0.02 in probability (the standard error is 0.0025; the grid moves ln(sigma) by
+  // at most half a timestep's spacing, < 0.02 in the range that carries the mass here).
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 1000);
+  const TimestepDistribution distribution = TimestepDistribution::log_normal(schedule, -1.2, 1.2);
+  std::vector<double> z;
+  for (int64_t step = 0; step < 20; ++step) {
+    const torch::Tensor t = draw_step_noise(9, step, 0, 2000, distribution, {1}).timesteps;
+    for (int64_t i = 0; i < t.size(0); ++i) {
+      const double a = schedule.alpha_bar(t[i].item<int64_t>());
+      z.push_back((0.5 * std::log((1 - a) / a) + 1.2) / 1.2);
+    }
+  }
+  const auto fraction_below = [&](double q) {
+    return static_cast<double>(std::count_if(z.begin(), z.end(), [&](double v) { return v < q; })) /
+           static_cast<double>(z.size());
+  };
+  EXPECT_NEAR(fraction_below(-1.0), 0.1587, 0.02);
+  EXPECT_NEAR(fraction_below(0.0), 0.5, 0.02);
+  EXPECT_NEAR(fraction_below(1.0), 0.8413, 0.02);
+  // Uniform timesteps would put half of them above t = 500, where ln(sigma) > 1.4 (z > 2.2).
+  EXPECT_LT(1 - fraction_below(2.2), 0.03);
+}
+
+TEST(StepNoise, LogNormalTakesTheNearestSigmaOfTheSchedule) {
+  const NoiseSchedule schedule(BetaSchedule::kCosine, 1000);
+  const TimestepDistribution distribution = TimestepDistribution::log_normal(schedule, 0.0, 1.0);
+  const auto log_sigma = [&](int64_t t) {
+    const double a = schedule.alpha_bar(t);
+    return 0.5 * std::log((1 - a) / a);
+  };
+  for (const int64_t t : {0L, 1L, 250L, 998L, 999L})
+    EXPECT_EQ(distribution.nearest(log_sigma(t)), t);
+  // Either side of the midpoint between two timesteps' ln(sigma) goes to the nearer one.
+  const double mid = 0.5 * (log_sigma(400) + log_sigma(401));
+  EXPECT_EQ(distribution.nearest(mid - 1e-9), 400);
+  EXPECT_EQ(distribution.nearest(mid + 1e-9), 401);
+  EXPECT_EQ(distribution.nearest(-100.0), 0);
+  EXPECT_EQ(distribution.nearest(100.0), 999);
 }
 
 TEST(StepNoise, LabelDropoutIsPerSampleAndLeavesTheNoiseAlone) {
