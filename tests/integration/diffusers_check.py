@@ -135,7 +135,9 @@ def check(work):
         random_model = UNet2DModel.from_pretrained(str(case / "random"), local_files_only=True).eval()
         theirs = forward(random_model, case / "inputs.safetensors")
         diff = max_diff(theirs, load_file(str(case / "ours_random_forward.safetensors"))["output"])
-        if diff > FORWARD_TOL:
+        # Random weights moved by 0.05 give outputs of scale ~3-30: float32 rounding (attention
+        # through SDPA there, bmm here) then grows with the scale, so the bound is relative.
+        if diff > FORWARD_TOL * max(1.0, theirs.abs().max().item()):
             fail(f"{name}: imported random model's output differs from diffusers' by {diff:.2e}")
         print(f"ok: {name}: imported random model output = diffusers' (max diff {diff:.1e}, "
               f"output scale {theirs.abs().max().item():.2f})")
