@@ -20,6 +20,8 @@ int run_cli(int argc, char** argv) {
   add_denoise_command(app);
   add_inspect_command(app);
   add_eval_command(app);
+  add_export_command(app);
+  add_import_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -23,6 +23,8 @@ void add_sample_command(CLI::App& app);
 void add_denoise_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_import_command(CLI::App& app);
 
 // Entry point of the `difftrain` executable; returns the exit code.
 int run_cli(int argc, char** argv);

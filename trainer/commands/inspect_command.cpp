@@ -1,5 +1,5 @@
-// `difftrain inspect data|model|schedule|checkpoint`: look inside datasets, model configs,
-// noise schedules and checkpoints.
+// `difftrain inspect data|model|schedule|checkpoint|forward`: look inside datasets, model
+// configs, noise schedules and checkpoints, and run a checkpoint's network on given inputs.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -10,9 +10,11 @@
 #include "data/sha256.h"
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/commands/commands.h"
+#include "trainer/commands/sampling_setup.h"
 #include "trainer/commands/setting_option.h"
 #include "trainer/config/config.h"
 #include "trainer/config/model_builder.h"
+#include "trainer/export/safetensors.h"
 
 namespace difftrain::trainer {
 
@@ -111,6 +113,38 @@ void add_inspect_command(CLI::App& app) {
               << " parameters\n"
               << "ema: " << (checkpoint.has_ema() ? "yes" : "no") << "\n"
               << "params_sha256: " << params_sha256(*model) << "\n";
+  });
+
+  // The raw network output, for comparing an exported model with another implementation.
+  struct ForwardArgs {
+    std::string checkpoint, inputs, out, weights = "ema";
+  };
+  auto forward_args = std::make_shared<ForwardArgs>();
+  CLI::App* forward_cmd = cmd->add_subcommand(
+      "forward", "Run a checkpoint's U-Net once on given inputs (CPU, float32)");
+  forward_cmd->add_option("--checkpoint", forward_args->checkpoint, "Checkpoint file")->required();
+  forward_cmd->add_option("--weights", forward_args->weights, "ema (default) or raw")
+      ->check(CLI::IsMember({"ema", "raw"}));
+  forward_cmd
+      ->add_option("--inputs", forward_args->inputs,
+                   "safetensors with x float [B, C, H, W], t int64 [B] and, for a "
+                   "class-conditional model, labels int64 [B]")
+      ->required();
+  forward_cmd->add_option("--out", forward_args->out, "safetensors to write: output float32")
+      ->required();
+  forward_cmd->callback([forward_args] {
+    require_output_folder("--out", forward_args->out);
+    const SafetensorsContent inputs = read_safetensors(forward_args->inputs);
+    const SamplingModel loaded =
+        load_sampling_model(forward_args->checkpoint, forward_args->weights, torch::kCPU);
+    torch::NoGradGuard no_grad;
+    const at::Tensor& x = inputs.at("x", forward_args->inputs);
+    const at::Tensor& t = inputs.at("t", forward_args->inputs);
+    const at::Tensor labels =
+        inputs.contains("labels") ? inputs.at("labels", forward_args->inputs) : at::Tensor();
+    UNet model = loaded.model;  // a shared handle: forward() is not const
+    const at::Tensor output = model->forward(x.to(torch::kFloat), t, labels);
+    write_safetensors(forward_args->out, {{{"output", output}}, {}});
   });
 }
 

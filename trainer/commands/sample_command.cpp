@@ -2,7 +2,9 @@
 // class, with classifier-free guidance, or inpainting a masked image), write a PNG grid and
 // optionally a reverse-process strip. Under mpirun every rank draws its share of the images
 // (image i's noise depends only on the seed and i, so the grid is the same for any rank count)
-// and rank 0 writes the files.
+// and rank 0 writes the files. --x-t starts from given noise instead (one rank), and
+// --out-tensor keeps the images unquantised, so other implementations can be compared exactly.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +19,7 @@
 #include "trainer/commands/sampling_setup.h"
 #include "trainer/config/model_builder.h"
 #include "trainer/diffusion/inpaint.h"
+#include "trainer/export/safetensors.h"
 #include "trainer/sampling/distributed_sampling.h"
 #include "trainer/sampling/image_grid.h"
 
@@ -26,7 +29,7 @@ namespace {
 constexpr double kCollectiveTimeoutS = 600.0;
 
 struct SampleArgs : GenerationArgs {
-  std::string out = "samples.png", progression, inpaint, mask;
+  std::string out = "samples.png", progression, inpaint, mask, x_t, out_tensor;
   int64_t n = 64, strip_frames = 10, strip_images = 8, batch_size = 0;
   double guidance = 0.0;
   int64_t label = -1;
@@ -41,6 +44,21 @@ std::vector<int64_t> frame_steps(int64_t steps, int64_t strip_frames) {
     if (index == 0 || (index + 1) % frame_every == 0 || index + 1 == steps) result.push_back(index);
   }
   return result;
+}
+
+// The starting noise of --x-t: tensor "x_t" float [N, C, H, W] of the model's size, on `device`.
+at::Tensor read_start_noise(const std::string& path, int64_t channels, int64_t size,
+                            const c10::Device& device) {
+  const at::Tensor x_t = read_safetensors(path).at("x_t", path);
+  if (x_t.dim() != 4 || x_t.size(0) < 1 || x_t.size(1) != channels || x_t.size(2) != size ||
+      x_t.size(3) != size || !x_t.is_floating_point()) {
+    std::ostringstream message;
+    message << "--x-t " << path << ": x_t is " << x_t.scalar_type() << " " << x_t.sizes()
+            << ", the model wants floating point [N, " << channels << ", " << size << ", " << size
+            << "]";
+    throw std::runtime_error(message.str());
+  }
+  return x_t.to(device, at::kFloat);
 }
 
 // Runs on every rank once MPI is up; throws on any error.
@@ -95,14 +113,27 @@ void run_sample(const SampleArgs& args, const launch::Runtime& runtime) {
   };
 
   const auto start = std::chrono::steady_clock::now();
-  const at::Tensor images = gather_across_ranks(args.n, {channels, size, size}, chunk, &comm, draw);
+  at::Tensor images;
+  if (!args.x_t.empty()) {
+    if (comm.world_size() > 1) throw std::runtime_error("--x-t: samples on one rank only");
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+    images = sample_from(predictor, schedule, read_start_noise(args.x_t, channels, size, device),
+                         options, generator)
+                 .to(torch::kCPU);
+  } else {
+    images = gather_across_ranks(args.n, {channels, size, size}, chunk, &comm, draw);
+  }
   // Collective: every rank calls this, in the same order.
   if (strip.defined() && comm.world_size() > 1) comm.all_reduce_sum(strip);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (runtime.rank() != 0) return;
   write_image_grid(args.out, images);
-  std::cout << "wrote " << args.out << ": " << args.n << " images"
+  if (!args.out_tensor.empty()) {
+    write_safetensors(args.out_tensor, {{{"images", images.to(torch::kFloat)}}, {}});
+    std::cout << "wrote " << args.out_tensor << ": images [N, C, H, W] float32 in [-1, 1]\n";
+  }
+  std::cout << "wrote " << args.out << ": " << images.size(0) << " images"
             << (known.defined() ? " inpainting " + args.inpaint : std::string()) << ", "
             << setting_name(args.sampler) << " " << options.steps << " steps, " << args.weights
             << " weights of " << path << " (step " << loaded.step << ") on " << runtime.world_size()
@@ -143,9 +174,19 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--mask", args->mask,
                   "Mask PNG for --inpaint, the model's size: white (>= 128) = generate, "
                   "black = keep");
+  cmd->add_option("--x-t", args->x_t,
+                  "Start from this noise: a safetensors file with x_t float [N, C, H, W] (N "
+                  "images; one rank; not with --inpaint or --progression)");
+  cmd->add_option("--out-tensor", args->out_tensor,
+                  "Also write the images as safetensors: images float32 [N, C, H, W] in [-1, 1]");
   cmd->callback([args] {
     // Option errors first, before MPI starts.
     require_output_folder("--out", args->out);
+    if (!args->out_tensor.empty()) require_output_folder("--out-tensor", args->out_tensor);
+    if (!args->x_t.empty() && (!args->inpaint.empty() || !args->progression.empty())) {
+      throw std::runtime_error("--x-t " + args->x_t +
+                               ": cannot be combined with --inpaint or --progression");
+    }
     if (args->inpaint.empty() != args->mask.empty()) {
       throw std::runtime_error(args->inpaint.empty()
                                    ? "--mask " + args->mask + ": needs --inpaint IMAGE"

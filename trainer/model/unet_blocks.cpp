@@ -29,9 +29,12 @@ nn::Conv2d make_conv(int64_t in_channels, int64_t out_channels, int64_t kernel, 
 
 at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim) {
   const int64_t half = dim / 2;
-  const double log_step = -std::log(10000.0) / static_cast<double>(half - 1);
-  // Float32 even under autocast: sin(t w) for t ~ 1000 needs the mantissa.
-  const at::Tensor freqs = at::exp(at::arange(half, t.options().dtype(at::kFloat)) * log_step);
+  // Float32 even under autocast: sin(t w) for t ~ 1000 needs the mantissa. The exponent is
+  // rounded as diffusers' get_timestep_embedding rounds it (multiply, then divide): a frequency
+  // one ulp off moves sin(999 w) by ~1e-4, more than an exported model may differ by.
+  const at::Tensor exponent = at::arange(half, t.options().dtype(at::kFloat)) *
+                              (-std::log(10000.0)) / static_cast<double>(half - 1);
+  const at::Tensor freqs = at::exp(exponent);
   const at::Tensor args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);
   return at::cat({at::sin(args), at::cos(args)}, 1);
 }
