@@ -49,13 +49,20 @@ results=$out/results-x$scale.tsv
 printf 'recipe\tfraction\tstep\timages\tfd\tfloor\tfd_over_floor\ttrain_s\n' >"$results"
 for name in $names; do
   run=$out/x$scale-$name
-  rm -rf "$run"
   read -r -a overrides <<<"${recipe[$name]}"
-  start_s=$(date +%s)
-  launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
-    --set train.steps="$steps" checkpoint.every_steps="$quarter" checkpoint.keep=8 \
-    train.log_interval_s=60 "${overrides[@]}" >"$run.log" 2>&1
-  train_s=$(($(date +%s) - start_s))
+  final=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$steps")
+  if [ -f "$final" ] && [ -f "$run.train_s" ]; then
+    train_s=$(cat "$run.train_s")  # trained by an earlier call: evaluate only
+  else
+    rm -rf "$run"
+    start_s=$(date +%s)
+    launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
+      --set train.steps="$steps" checkpoint.every_steps="$quarter" checkpoint.keep=8 \
+      train.log_interval_s=60 "${overrides[@]}" >"$run.log" 2>&1
+    train_s=$(($(date +%s) - start_s))
+    echo "$train_s" >"$run.train_s"
+  fi
+  mkdir -p "$run/eval"
   for fraction in 25 50 100; do
     step=$((steps * fraction / 100))
     ckpt=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$step")

@@ -50,3 +50,15 @@ w, h = struct.unpack(">II", data[16:24])
 print(f"{w}x{h}")
 PYEOF
 }
+
+# start_fmnist_test BIN SHARDS: the common start of a training test: a temp dir as the working
+# directory, CONFIG = configs/fmnist-tiny.yaml, and Fashion-MNIST's t10k split prepared into
+# ./data (padded to 32x32) in SHARDS shards; prepare's output goes to prepare.out.
+start_fmnist_test() {
+  # shellcheck disable=SC2034
+  CONFIG=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/configs/fmnist-tiny.yaml
+  make_temp_dir
+  cd "$TMP" || fail "cannot enter $TMP"
+  "$1" prepare --images "$FMNIST/t10k-images-idx3-ubyte.gz" --labels "$FMNIST/t10k-labels-idx1-ubyte.gz" \
+    --out data --shards "$2" --pad-to 32 >prepare.out
+}

@@ -5,11 +5,7 @@
 # Usage: reliability_test.sh PATH/TO/difftrain
 source "$(dirname "$0")/lib.sh"
 BIN=$1
-CONFIG=$(cd "$(dirname "$0")/../.." && pwd)/configs/fmnist-tiny.yaml
-make_temp_dir
-cd "$TMP"
-"$BIN" prepare --images "$FMNIST/t10k-images-idx3-ubyte.gz" --labels "$FMNIST/t10k-labels-idx1-ubyte.gz" \
-  --out data --shards 2 --pad-to 32 >prepare.out
+start_fmnist_test "$BIN" 2
 grep -q "labels: 10 classes, images per class: 0:1000 1:1000" prepare.out ||
   fail "prepare printed no label histogram: $(cat prepare.out)"
 COMMON=(--config "$CONFIG" --set data.dir=data train.threads=1 sample.n=4 sample.steps=2)

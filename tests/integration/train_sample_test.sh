@@ -5,12 +5,7 @@
 # Usage: train_sample_test.sh PATH/TO/difftrain
 source "$(dirname "$0")/lib.sh"
 BIN=$1
-CONFIG=$(cd "$(dirname "$0")/../.." && pwd)/configs/fmnist-tiny.yaml
-make_temp_dir
-cd "$TMP"
-
-"$BIN" prepare --images "$FMNIST/t10k-images-idx3-ubyte.gz" --labels "$FMNIST/t10k-labels-idx1-ubyte.gz" \
-  --out data --shards 3 --pad-to 32
+start_fmnist_test "$BIN" 3
 "$BIN" inspect data data --verify | grep -q "10000 x \[1,32,32\]" || fail "inspect data summary"
 
 "${MPIRUN[@]}" -np 2 "$BIN" train --config "$CONFIG" --run-dir run \
