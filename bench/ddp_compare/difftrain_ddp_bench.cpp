@@ -37,8 +37,8 @@ struct Args {
   int warmup = 3;
   int threads = 1;
   std::string overlap = "alternate";
-  launch::DeviceRequest device = launch::DeviceRequest::kCpu;
-  launch::Backend backend = launch::Backend::kAuto;
+  difftrain::launch::DeviceRequest device = difftrain::launch::DeviceRequest::kCpu;
+  difftrain::launch::Backend backend = difftrain::launch::Backend::kAuto;
 };
 
 // Sums over the timed steps of one mode (buckets launched during backward, or after it).
@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
   app.add_option("--overlap", args.overlap,
                  "launch buckets during backward (on), after it (off), or alternate step by step")
       ->check(CLI::IsMember({"on", "off", "alternate"}));
-  trainer::add_setting_option(&app, "--device", &args.device, "Device");
-  trainer::add_setting_option(&app, "--backend", &args.backend, "Gradient backend");
+  difftrain::trainer::add_setting_option(&app, "--device", &args.device, "Device");
+  difftrain::trainer::add_setting_option(&app, "--backend", &args.backend, "Gradient backend");
   CLI11_PARSE(app, argc, argv);
   difftrain::launch::Runtime runtime(&argc, &argv, args.device);
   try {

@@ -42,7 +42,7 @@ struct Args {
   int64_t batch = 128;
   int steps = 50;
   int warmup = 10;
-  trainer::Precision precision = trainer::Precision::kBf16;
+  difftrain::trainer::Precision precision = difftrain::trainer::Precision::kBf16;
   int64_t sample_steps = 50;
   int64_t sample_batch = 128;
   int sample_repeats = 2;
@@ -59,7 +59,7 @@ void synchronize(const c10::Device& device) {
 
 void run(const Args& args) {
   namespace trainer = difftrain::trainer;
-  namespace bench = difftrain::bench;
+
   const trainer::Config cfg = trainer::load_config(args.config);
   const std::string preset = std::filesystem::path(args.config).stem().string();
   if (args.threads > 0) torch::set_num_threads(args.threads);
@@ -192,7 +192,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", args.batch, "training images per step");
   app.add_option("--steps", args.steps, "timed training steps");
   app.add_option("--warmup", args.warmup, "untimed training steps first");
-  trainer::add_setting_option(&app, "--precision", &args.precision, "bf16: autocast, fp32 weights");
+  difftrain::trainer::add_setting_option(&app, "--precision", &args.precision,
+                                         "bf16: autocast, fp32 weights");
   app.add_option("--sample-steps", args.sample_steps, "DDIM steps");
   app.add_option("--sample-batch", args.sample_batch, "images per sampling batch");
   app.add_option("--sample-repeats", args.sample_repeats, "timed sampling batches");

@@ -64,12 +64,6 @@ std::vector<std::string> split(const std::string& name) {
   return parts;
 }
 
-std::string join(const std::vector<std::string>& parts, size_t from) {
-  std::string out;
-  for (size_t i = from; i < parts.size(); ++i) out += (out.empty() ? "" : ".") + parts[i];
-  return out;
-}
-
 [[noreturn]] void unknown_name(const std::string& ours) {
   throw std::runtime_error("no diffusers name for U-Net parameter '" + ours + "'");
 }
