@@ -17,22 +17,8 @@ mn_slurm_start() {
 
   # One munged for all nodes: its socket is a file in the shared folder, and a Unix socket
   # is reached by path whatever the network namespace (as if every node ran the same key).
-  mungekey --create --keyfile="${SLURM_TEST_DIR}/munge-key/munge.key" || return 1
-  _slurm_spawn munged munged --foreground \
-    --socket="${SLURM_TEST_DIR}/munge/munge.socket" \
-    --key-file="${SLURM_TEST_DIR}/munge-key/munge.key" \
-    --pid-file="${SLURM_TEST_DIR}/munge/munged.pid" \
-    --seed-file="${SLURM_TEST_DIR}/munge/munged.seed" \
-    --log-file="${SLURM_TEST_DIR}/log/munged.log"
+  _slurm_start_munged || return 1
   local name
-  for _ in $(seq 1 50); do
-    [[ -S "${SLURM_TEST_DIR}/munge/munge.socket" ]] && break
-    sleep 0.1
-  done
-  [[ -S "${SLURM_TEST_DIR}/munge/munge.socket" ]] || {
-    _mn_log "munged did not create its socket; see ${SLURM_TEST_DIR}/log/munged.out"
-    return 1
-  }
 
   # Each node claims the machine's CPUs and memory (the hosts share them, as the hosts of
   # hosts.sh share everything but network, name and node-local folder).

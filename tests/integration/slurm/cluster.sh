@@ -164,6 +164,23 @@ slurm_cluster_wait_idle() {
   return 1
 }
 
+# Starts a munged with a fresh private key under SLURM_TEST_DIR and waits for its socket.
+_slurm_start_munged() {
+  mungekey --create --keyfile="${SLURM_TEST_DIR}/munge-key/munge.key" || return 1
+  _slurm_spawn munged munged --foreground \
+    --socket="${SLURM_TEST_DIR}/munge/munge.socket" \
+    --key-file="${SLURM_TEST_DIR}/munge-key/munge.key" \
+    --pid-file="${SLURM_TEST_DIR}/munge/munged.pid" \
+    --seed-file="${SLURM_TEST_DIR}/munge/munged.seed" \
+    --log-file="${SLURM_TEST_DIR}/log/munged.log"
+  for _ in $(seq 1 50); do
+    [[ -S "${SLURM_TEST_DIR}/munge/munge.socket" ]] && return 0
+    sleep 0.1
+  done
+  _slurm_log "munged did not create its socket; see ${SLURM_TEST_DIR}/log/munged.out"
+  return 1
+}
+
 # slurm_cluster_start [DIR]: start munged, slurmctld and slurmd under DIR (default: a new
 # temporary folder), wait until the node is idle, and export SLURM_CONF and SLURM_TEST_DIR.
 # Installs an EXIT trap that stops the cluster unless SLURM_TEST_KEEP=1 or called with
@@ -186,22 +203,7 @@ slurm_cluster_start() {
   done
 
   # Munge: a private key and socket, so the machine's own munged (if any) is never touched.
-  mungekey --create --keyfile="${SLURM_TEST_DIR}/munge-key/munge.key" || return 1
-  _slurm_spawn munged munged --foreground \
-    --socket="${SLURM_TEST_DIR}/munge/munge.socket" \
-    --key-file="${SLURM_TEST_DIR}/munge-key/munge.key" \
-    --pid-file="${SLURM_TEST_DIR}/munge/munged.pid" \
-    --seed-file="${SLURM_TEST_DIR}/munge/munged.seed" \
-    --log-file="${SLURM_TEST_DIR}/log/munged.log"
-  local waited_s
-  for waited_s in $(seq 1 50); do
-    [[ -S "${SLURM_TEST_DIR}/munge/munge.socket" ]] && break
-    sleep 0.1
-  done
-  if [[ ! -S "${SLURM_TEST_DIR}/munge/munge.socket" ]]; then
-    _slurm_log "munged did not create its socket; see ${SLURM_TEST_DIR}/log/munged.out"
-    return 1
-  fi
+  _slurm_start_munged || return 1
 
   _slurm_write_conf || return 1
   export SLURM_CONF="${SLURM_TEST_DIR}/slurm.conf"
