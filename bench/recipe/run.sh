@@ -6,7 +6,9 @@
 #   SCALE=4        budget = SCALE x the demo's (400 steps of 32 images); default 1
 #   RECIPES="..."  names from the table below; default all
 #   N=1000         images per evaluation; EVAL_STEPS=50 DDIM steps per image
+#   FRACTIONS="25 50 100"  which fractions of the budget to evaluate
 #   OUT=dir        where runs and results go (default runs/bench-recipe)
+# A recipe that sets train.batch_size trains for as many steps as the budget of images allows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -14,18 +16,33 @@ bin=$build/trainer/difftrain
 scale=${SCALE:-1}
 n=${N:-1000}
 eval_steps=${EVAL_STEPS:-50}
+fractions=${FRACTIONS:-25 50 100}
 out=${OUT:-runs/bench-recipe}
 fmnist=/usr/share/datasets/fashion-mnist
 data=runs/data/fashion-mnist
 test_data=runs/data/fashion-mnist-t10k
 
-# Recipe name -> config overrides on configs/fmnist-demo.yaml.
+# Recipe name -> config overrides on configs/fmnist-demo.yaml, after $base (the DDPM paper's
+# objective, so that a recipe names everything it changes). "NAME@heun" evaluates NAME's run
+# with EDM's heun sampler at EVAL_STEPS / 2 noise levels (2 x that - 1 network calls) instead of
+# DDIM at EVAL_STEPS.
+base="train.loss_weighting=none train.timestep_sampling=uniform data.hflip=false"
+snr_ln="train.loss_weighting=min_snr train.timestep_sampling=lognormal"
+edm="diffusion.formulation=edm train.timestep_sampling=lognormal"
 declare -A recipe=(
   [ddpm]=""
   [min_snr]="train.loss_weighting=min_snr"
   [lognormal]="train.timestep_sampling=lognormal"
-  [min_snr+lognormal]="train.loss_weighting=min_snr train.timestep_sampling=lognormal"
+  [min_snr+lognormal]="$snr_ln"
   [min_snr+hflip]="train.loss_weighting=min_snr data.hflip=true"
+  [min_snr+lognormal+hflip]="$snr_ln data.hflip=true"
+  [min_snr+lognormal+v]="$snr_ln model.prediction=v"
+  [min_snr+lognormal+b8]="$snr_ln train.batch_size=8"
+  [min_snr+lognormal+b4]="$snr_ln train.batch_size=4"
+  [min_snr+lognormal+b8+cosine]="$snr_ln train.batch_size=8 train.lr_decay=cosine"
+  [edm]="$edm"
+  [edm+b8]="$edm train.batch_size=8"
+  [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"
 )
 names=${RECIPES:-ddpm min_snr lognormal min_snr+lognormal min_snr+hflip}
 
@@ -43,13 +60,22 @@ if [ ! -f "$classifier" ]; then
   "$bin" eval --train-classifier --data "$data" --test-data "$test_data" --out "$classifier"
 fi
 
-steps=$((400 * scale))
-quarter=$((steps / 4))
+images=$((400 * 32 * scale))  # the demo: 400 steps of 2 ranks x 16 images
 results=$out/results-x$scale.tsv
 printf 'recipe\tfraction\tstep\timages\tfd\tfloor\tfd_over_floor\ttrain_s\n' >"$results"
 for name in $names; do
-  run=$out/x$scale-$name
-  read -r -a overrides <<<"${recipe[$name]}"
+  trained=${name%@*}
+  sampler=(--sampler ddim --steps "$eval_steps")
+  case $name in *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;; esac
+  [ -n "${recipe[$trained]+set}" ] || { echo "unknown recipe $trained" >&2; exit 2; }
+  run=$out/x$scale-$trained
+  read -r -a overrides <<<"$base ${recipe[$trained]}"
+  batch=16
+  for o in "${overrides[@]}"; do
+    case $o in train.batch_size=*) batch=${o#train.batch_size=} ;; esac
+  done
+  steps=$((images / (2 * batch)))
+  quarter=$((steps / 4))
   final=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$steps")
   if [ -f "$final" ] && [ -f "$run.train_s" ]; then
     train_s=$(cat "$run.train_s")  # trained by an earlier call: evaluate only
@@ -63,21 +89,23 @@ for name in $names; do
     echo "$train_s" >"$run.train_s"
   fi
   mkdir -p "$run/eval"
-  for fraction in 25 50 100; do
+  for fraction in $fractions; do
     step=$((steps * fraction / 100))
     ckpt=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$step")
-    json=$run/eval/$(basename "$ckpt" .ckpt).json
-    "$bin" eval --checkpoint "$ckpt" --data "$data" --test-data "$test_data" --classifier "$classifier" \
-      --n "$n" --steps "$eval_steps" --seed 1 --out "$json" >/dev/null
-    "${PYTHON:-.venv/bin/python}" - "$json" "$name" "$fraction" "$step" "$train_s" >>"$results" <<'PY'
+    json=$run/eval/$(basename "$ckpt" .ckpt)-n$n-${sampler[1]}${sampler[3]}.json
+    if [ ! "$json" -nt "$ckpt" ]; then  # not evaluated this way since it was trained
+      "$bin" eval --checkpoint "$ckpt" --data "$data" --test-data "$test_data" \
+        --classifier "$classifier" --n "$n" "${sampler[@]}" --seed 1 --out "$json" >/dev/null
+    fi
+    "${PYTHON:-.venv/bin/python}" - "$json" "$name" "$fraction" "$step" "$train_s" "$batch" >>"$results" <<'PY'
 import json, sys
-path, name, fraction, step, train_s = sys.argv[1:]
+path, name, fraction, step, train_s, batch = sys.argv[1:]
 r = json.load(open(path))
 fd, floor = r["fd"], r["fd_floor"]
-print(f"{name}\t{fraction}%\t{step}\t{int(step) * 32}\t{fd:.1f}\t{floor:.1f}\t{fd / floor:.2f}\t{train_s}")
+print(f"{name}\t{fraction}%\t{step}\t{int(step) * 2 * int(batch)}\t{fd:.1f}\t{floor:.1f}\t{fd / floor:.2f}\t{train_s}")
 PY
   done
-  cp "$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)" "$out/grid-x$scale-$name.png"
+  cp "$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)" "$out/grid-x$scale-$trained.png"
 done
 column -t -s $'\t' "$results"
 echo "results: $results; sample grids: $out/grid-x$scale-*.png"

@@ -14,12 +14,15 @@ hash_of() { "$BIN" inspect checkpoint "$1" | sed -n 's/^params_sha256: //p'; }
 losses_of() { sed -n 's/.*step \([0-9]*\)\/[0-9]* epoch [0-9.]* loss \([0-9.]*\).*/\1 \2/p' "$1"; }
 
 # --- bit-exact resume: 8 steps straight == 4 steps, stop, resume to 8 (1 and 2 ranks; "2r":
-# 2 ranks with the min-SNR / log-normal / hflip recipe, whose draws must resume too) ---
+# 2 ranks with the min-SNR / log-normal / hflip recipe, whose draws must resume too; "2e": 2
+# ranks of EDM's formulation at continuous noise levels, its grid drawn by heun) ---
 RECIPE=(train.loss_weighting=min_snr train.timestep_sampling=lognormal data.hflip=true)
-for ranks in 1 2 2r; do
+EDM=(diffusion.formulation=edm train.timestep_sampling=lognormal sample.sampler=heun)
+for ranks in 1 2 2r 2e; do
   extra=()
   if [ "$ranks" = 2r ]; then extra=("${RECIPE[@]}"); fi
-  run=("${MPIRUN[@]}" -np "${ranks%r}" "$BIN" train)
+  if [ "$ranks" = 2e ]; then extra=("${EDM[@]}"); fi
+  run=("${MPIRUN[@]}" -np "${ranks%[re]}" "$BIN" train)
   "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=8 --run-dir "straight$ranks" >"straight$ranks.out"
   "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=4 --run-dir "split$ranks" >"split$ranks.out"
   "${run[@]}" "${COMMON[@]}" "${extra[@]}" train.steps=8 --run-dir "split$ranks" >>"split$ranks.out"
@@ -33,6 +36,9 @@ for ranks in 1 2 2r; do
   [ "$(losses_of "straight$ranks.out" | wc -l)" -eq 8 ] || fail "$ranks ranks: expected 8 loss lines"
   echo "ok: bit-exact resume on $ranks rank(s): params_sha256 $a, 8 identical losses"
 done
+grep -q "objective: EDM (sigma_data 0.5), ln sigma ~ N(-1.2, 1.2)" straight2e.out ||
+  fail "the EDM run did not log its objective"
+[ "$(png_size straight2e/samples/step-000000008.png)" != "" ] || fail "no heun grid of the EDM run"
 
 # --- SIGKILL while a checkpoint is being written ---
 DIFFTRAIN_TEST_CHECKPOINT_DELAY_S=2 "$BIN" train "${COMMON[@]}" train.steps=1000 \

@@ -41,7 +41,7 @@ struct EvalArgs {
   SamplerKind sampler = SamplerKind::kDdim;
   DeviceRequest device = DeviceRequest::kAuto;
   int64_t steps = -1, epochs = 2, n = 1000, seed = 0, batch_size = 0, threads = 0;
-  double eta = 0.0, guidance = 0.0;
+  double eta = 0.0, churn = 0.0, guidance = 0.0;
   std::vector<int64_t> classes;
 };
 
@@ -232,6 +232,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   options.kind = args.sampler;
   options.steps = args.steps < 0 ? 50 : args.steps;
   options.eta = args.eta;
+  options.churn = args.churn;
   validate(options, config.diffusion.timesteps);
   const std::vector<int64_t> counts = split_evenly(args.n, groups);
   const LabelledImages test = test_images(data, args.classes);
@@ -291,6 +292,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
       {"sampler", setting_name(options.kind)},
       {"steps", options.steps},
       {"eta", options.eta},
+      {"churn", options.churn},
       {"guidance", args.guidance},
       {"classes", args.classes},
       {"n", args.n},
@@ -358,6 +360,7 @@ void add_eval_command(CLI::App& app) {
                   "(overrides --epochs)");
   cmd->add_option("--epochs", args->epochs, "--train-classifier: passes over the train split");
   cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]");
+  cmd->add_option("--churn", args->churn, "heun: EDM's S_churn (>= 0); 0 = deterministic");
   cmd->add_option("--class", args->classes,
                   "Classes of a class-conditional model (--n is split evenly over them); FD is "
                   "then against real images of these classes");

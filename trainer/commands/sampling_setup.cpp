@@ -45,6 +45,7 @@ void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::stri
   add_setting_option(cmd, "--sampler", &args->sampler, "Sampler (dpmpp2m: DPM-Solver++(2M))");
   cmd->add_option("--steps", args->steps, steps_help);
   cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]; 0 = deterministic");
+  cmd->add_option("--churn", args->churn, "heun: EDM's S_churn (>= 0); 0 = deterministic");
   add_setting_option(cmd, "--variance", &args->variance, "DDPM variance");
   cmd->add_option("--seed", args->seed, seed_help);
 }
@@ -58,6 +59,7 @@ SamplerOptions sampler_options(const GenerationArgs& args, int64_t timesteps) {
   options.kind = args.sampler;
   options.steps = args.steps;
   options.eta = args.eta;
+  options.churn = args.churn;
   options.variance = args.variance;
   validate(options, timesteps);
   return options;
@@ -122,7 +124,7 @@ EpsPredictor model_predictor(const SamplingModel& model, int64_t label, double g
                   return unet->forward(x, t, labels);
                 },
                 label, num_classes, guidance);
-  return as_eps_predictor(std::move(function), noise_schedule(config), config.model.prediction);
+  return network_predictor(std::move(function), config);
 }
 
 void require_output_folder(const std::string& option, const std::string& path) {

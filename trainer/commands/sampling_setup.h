@@ -29,10 +29,11 @@ struct GenerationArgs {
   DdpmVariance variance = DdpmVariance::kBeta;
   int64_t steps = 50, seed = 0;
   double eta = 0.0;
+  double churn = 0.0;
 };
 
 // Adds --run-dir / --checkpoint (exactly one), --weights, --device, --sampler, --steps (with
-// `steps_help`), --eta, --variance and --seed (with `seed_help`) to `cmd`, writing into `args`
+// `steps_help`), --eta, --churn, --variance and --seed (with `seed_help`) to `cmd`, writing into `args`
 // (which must outlive the command).
 void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::string& steps_help,
                             const std::string& seed_help);

@@ -40,12 +40,18 @@ struct Config {
     int64_t timesteps = 1000;
     double beta_start = 1e-4;
     double beta_end = 0.02;
+    Formulation formulation = Formulation::kDdpm;
+    double sigma_data = 0.5;  // EDM: the data's standard deviation
+    double sigma_min = 0.002;  // EDM: the sampler's noise-level range and grid exponent
+    double sigma_max = 80.0;
+    double rho = 7.0;
   } diffusion;
   struct Train {
     int64_t steps = 10000;
     int64_t batch_size = 64;
     double lr = 2e-4;
     int64_t warmup_steps = 500;
+    LrDecay lr_decay = LrDecay::kNone;
     double grad_clip = 1.0;
     double weight_decay = 0.0;
     double adam_beta1 = 0.9;
@@ -81,6 +87,7 @@ struct Config {
     int64_t steps = 50;
     double eta = 0.0;
     DdpmVariance ddpm_variance = DdpmVariance::kBeta;
+    double churn = 0.0;  // heun: EDM's S_churn (0 = deterministic)
     int64_t n = 64;
     int64_t seed = 0;
     int64_t every_steps = 0;

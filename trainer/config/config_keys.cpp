@@ -66,7 +66,8 @@ ConfigKey make_key(std::string name, std::string type, std::string doc, Field fi
 // documentation ends with the choices.
 template <typename E, typename Field>
 ConfigKey make_setting_key(std::string name, std::string doc, Field field,
-                           OnResume on_resume = OnResume::kMayChange) {
+                           OnResume on_resume = OnResume::kMayChange,
+                           std::function<std::string(const Config&)> check = {}) {
   ConfigKey key;
   key.name = std::move(name);
   key.type = "string";
@@ -83,7 +84,7 @@ ConfigKey make_setting_key(std::string name, std::string doc, Field field,
     throw std::runtime_error("'" + text + "' is not one of " + setting_choices<E>());
   };
   key.get = [field](const Config& c) { return setting_name(field(const_cast<Config&>(c))); };
-  key.check = [](const Config&) { return std::string(); };
+  key.check = check ? std::move(check) : [](const Config&) { return std::string(); };
   key.on_resume = on_resume;
   return key;
 }
@@ -207,6 +208,46 @@ std::vector<ConfigKey> build_keys() {
                    : "must be in [diffusion.beta_start, 1)";
       },
       OnResume::kMustMatch));
+  k.push_back(make_setting_key<Formulation>(
+      "diffusion.formulation",
+      "`ddpm`: the network predicts model.prediction at discrete timesteps of diffusion.schedule. "
+      "`edm` (Karras et al. 2022): x = x0 + sigma n over continuous sigma, the denoiser "
+      "D = c_skip x + c_out F(c_in x, ln(sigma) / 4), loss weight 1 on F, noise levels from "
+      "train.lognormal_*; every sampler works with it (ddpm/ddim/dpmpp2m at the schedule's "
+      "sigmas), `heun` only with it.",
+      [](Config & c) -> auto& { return c.diffusion.formulation; }, OnResume::kMustMatch,
+      [](const Config& c) -> std::string {
+        if (c.diffusion.formulation != Formulation::kEdm) return "";
+        if (c.model.prediction != Prediction::kEps) {
+          return "needs model.prediction = eps (EDM's network output is its own F, not eps or v)";
+        }
+        if (c.train.loss_weighting != LossWeighting::kNone) {
+          return "needs train.loss_weighting = none (EDM weights its loss by lambda(sigma))";
+        }
+        if (c.train.timestep_sampling != TimestepSampling::kLogNormal) {
+          return "needs train.timestep_sampling = lognormal (EDM's training noise levels)";
+        }
+        return "";
+      }));
+  k.push_back(make_key<double>(
+      "diffusion.sigma_data", "float", "EDM: standard deviation of the data (images in [-1, 1]: 0.5).",
+      [](Config & c) -> auto& { return c.diffusion.sigma_data; },
+      [](const Config& c) { return positive(c.diffusion.sigma_data); }, OnResume::kMustMatch));
+  k.push_back(make_key<double>(
+      "diffusion.sigma_min", "float", "EDM: the smallest noise level the heun sampler visits.",
+      [](Config & c) -> auto& { return c.diffusion.sigma_min; },
+      [](const Config& c) { return positive(c.diffusion.sigma_min); }));
+  k.push_back(make_key<double>(
+      "diffusion.sigma_max", "float", "EDM: the noise level the heun sampler starts from.",
+      [](Config & c) -> auto& { return c.diffusion.sigma_max; },
+      [](const Config& c) {
+        return c.diffusion.sigma_max > c.diffusion.sigma_min ? "" : "must be > diffusion.sigma_min";
+      }));
+  k.push_back(make_key<double>(
+      "diffusion.rho", "float",
+      "EDM: the heun sampler's noise levels are evenly spaced in sigma^(1/rho) (paper: 7).",
+      [](Config & c) -> auto& { return c.diffusion.rho; },
+      [](const Config& c) { return positive(c.diffusion.rho); }));
   // train
   k.push_back(make_key<int64_t>(
       "train.steps", "int", "Optimizer steps of the whole run.",
@@ -225,6 +266,11 @@ std::vector<ConfigKey> build_keys() {
       "Linear learning-rate warm-up from 0 over this many steps, then constant.",
       [](Config & c) -> auto& { return c.train.warmup_steps; },
       [](const Config& c) { return non_negative(static_cast<double>(c.train.warmup_steps)); }));
+  k.push_back(make_setting_key<LrDecay>(
+      "train.lr_decay",
+      "After the warm-up: `none` keeps train.lr; `cosine` lowers it along half a cosine to 0 at "
+      "train.steps (a resumed run with other train.steps follows the new curve).",
+      [](Config & c) -> auto& { return c.train.lr_decay; }));
   k.push_back(make_key<double>(
       "train.grad_clip", "float", "Clip the global gradient norm to this value (0 = no clipping).",
       [](Config & c) -> auto& { return c.train.grad_clip; },
@@ -363,8 +409,15 @@ std::vector<ConfigKey> build_keys() {
   // sample
   k.push_back(make_setting_key<SamplerKind>(
       "sample.sampler",
-      "Sampler for the end-of-run grid (`dpmpp2m`: DPM-Solver++(2M), for 10-20 steps).",
-      [](Config & c) -> auto& { return c.sample.sampler; }));
+      "Sampler for the end-of-run grid (`dpmpp2m`: DPM-Solver++(2M), for 10-20 steps; `heun`: "
+      "EDM's second-order sampler, 2 steps - 1 network calls, diffusion.formulation = edm only).",
+      [](Config & c) -> auto& { return c.sample.sampler; }, OnResume::kMayChange,
+      [](const Config& c) -> std::string {
+        return c.sample.sampler == SamplerKind::kHeun &&
+                       c.diffusion.formulation != Formulation::kEdm
+                   ? "needs diffusion.formulation = edm"
+                   : "";
+      }));
   k.push_back(make_key<int64_t>(
       "sample.steps", "int", "Reverse steps of the end-of-run grid (<= diffusion.timesteps).",
       [](Config & c) -> auto& { return c.sample.steps; },
@@ -382,6 +435,11 @@ std::vector<ConfigKey> build_keys() {
   k.push_back(make_setting_key<DdpmVariance>(
       "sample.ddpm_variance", "DDPM reverse variance: beta_t (`beta`) or beta~_t (`posterior`).",
       [](Config & c) -> auto& { return c.sample.ddpm_variance; }));
+  k.push_back(make_key<double>(
+      "sample.churn", "float",
+      "heun: EDM's S_churn, the noise added back per step (0 = deterministic; paper: 0-80).",
+      [](Config & c) -> auto& { return c.sample.churn; },
+      [](const Config& c) { return non_negative(c.sample.churn); }));
   k.push_back(make_key<int64_t>(
       "sample.n", "int", "Images in the end-of-run grid.",
       [](Config & c) -> auto& { return c.sample.n; },

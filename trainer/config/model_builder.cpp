@@ -3,6 +3,10 @@
 
 #include <torch/utils.h>
 
+#include <utility>
+
+#include "trainer/diffusion/edm.h"
+
 namespace difftrain::trainer {
 
 at::MemoryFormat memory_format(const Config& config) {
@@ -44,8 +48,20 @@ SamplerOptions sampler_options(const Config& config) {
   options.steps = config.sample.steps;
   options.eta = config.sample.eta;
   options.variance = config.sample.ddpm_variance;
+  options.churn = config.sample.churn;
   validate(options, config.diffusion.timesteps);
   return options;
+}
+
+EpsPredictor network_predictor(ModelFunction network, const Config& config) {
+  const NoiseSchedule schedule = noise_schedule(config);
+  if (config.diffusion.formulation == Formulation::kDdpm) {
+    return as_eps_predictor(std::move(network), schedule, config.model.prediction);
+  }
+  const Config::Diffusion& d = config.diffusion;
+  return edm_predictor(
+      {edm_denoiser(std::move(network), d.sigma_data), d.sigma_min, d.sigma_max, d.rho},
+      schedule);
 }
 
 AdamWSettings adamw_settings(const Config& config) {

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "trainer/config/config.h"
+#include "trainer/diffusion/prediction.h"
 #include "trainer/diffusion/sampler.h"
 #include "trainer/diffusion/schedule.h"
 #include "trainer/model/unet.h"
@@ -16,6 +17,11 @@ UNetOptions unet_options(const Config& config);
 NoiseSchedule noise_schedule(const Config& config);
 // The end-of-run grid's sampler from the `sample.*` keys.
 SamplerOptions sampler_options(const Config& config);
+// The samplers' predictor for a network trained under `config`: model.prediction's output read
+// as eps or v (ddpm formulation), or EDM's preconditioned denoiser (edm; the network is then
+// called with c_in x and c_noise in place of x_t and t, and the predictor carries the
+// denoiser for the heun sampler). Holds a copy of `network`.
+EpsPredictor network_predictor(ModelFunction network, const Config& config);
 // train.adam_*, train.weight_decay and train.grad_clip.
 AdamWSettings adamw_settings(const Config& config);
 

@@ -17,8 +17,11 @@ namespace difftrain::trainer {
 enum class Prediction { kEps, kV };
 // Forward-process betas: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021).
 enum class BetaSchedule { kLinear, kCosine };
+// diffusion.formulation: DDPM's discrete timesteps, or EDM's preconditioned network over
+// continuous noise levels (Karras et al. 2022).
+enum class Formulation { kDdpm, kEdm };
 // Reverse-process sampler: ancestral DDPM, DDIM, DPM-Solver++(2M).
-enum class SamplerKind { kDdpm, kDdim, kDpmSolverPP2M };
+enum class SamplerKind { kDdpm, kDdim, kDpmSolverPP2M, kHeun };
 // DDPM's reverse-step variance: beta_t or the posterior variance beta~_t.
 enum class DdpmVariance { kBeta, kPosterior };
 // Training precision: fp32, or bf16 autocast of the forward with fp32 master weights.
@@ -28,6 +31,9 @@ enum class LossWeighting { kNone, kMinSnr };
 // Training timesteps: uniform over [0, T) (Ho et al.), or EDM's log-normal noise levels
 // (Karras et al. 2022) taken to the nearest timestep of the schedule.
 enum class TimestepSampling { kUniform, kLogNormal };
+// train.lr_decay: after the warm-up, the learning rate stays (none) or falls to 0 at
+// train.steps along half a cosine (Loshchilov & Hutter 2017).
+enum class LrDecay { kNone, kCosine };
 using launch::Backend;
 using launch::DeviceRequest;
 
@@ -53,10 +59,16 @@ struct SettingNames<BetaSchedule> {
 };
 template <>
 struct SettingNames<SamplerKind> {
-  static constexpr std::array<SettingName<SamplerKind>, 3> kAll{
+  static constexpr std::array<SettingName<SamplerKind>, 4> kAll{
       {{SamplerKind::kDdpm, "ddpm"},
        {SamplerKind::kDdim, "ddim"},
-       {SamplerKind::kDpmSolverPP2M, "dpmpp2m"}}};
+       {SamplerKind::kDpmSolverPP2M, "dpmpp2m"},
+       {SamplerKind::kHeun, "heun"}}};
+};
+template <>
+struct SettingNames<Formulation> {
+  static constexpr std::array<SettingName<Formulation>, 2> kAll{
+      {{Formulation::kDdpm, "ddpm"}, {Formulation::kEdm, "edm"}}};
 };
 template <>
 struct SettingNames<DdpmVariance> {
@@ -77,6 +89,11 @@ template <>
 struct SettingNames<TimestepSampling> {
   static constexpr std::array<SettingName<TimestepSampling>, 2> kAll{
       {{TimestepSampling::kUniform, "uniform"}, {TimestepSampling::kLogNormal, "lognormal"}}};
+};
+template <>
+struct SettingNames<LrDecay> {
+  static constexpr std::array<SettingName<LrDecay>, 2> kAll{
+      {{LrDecay::kNone, "none"}, {LrDecay::kCosine, "cosine"}}};
 };
 template <>
 struct SettingNames<DeviceRequest> {

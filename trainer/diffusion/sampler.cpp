@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "trainer/common/text.h"
+#include "trainer/diffusion/edm.h"
 #include "trainer/diffusion/image_noise.h"
 
 namespace difftrain::trainer {
@@ -96,6 +97,13 @@ EpsPredictor EpsPredictor::with_x0(Function predict) {
   return predictor;
 }
 
+EpsPredictor EpsPredictor::with_denoiser(Function predict, ContinuousDenoiser denoiser) {
+  EpsPredictor predictor;
+  predictor.predict_ = std::move(predict);
+  predictor.denoiser_ = std::move(denoiser);
+  return predictor;
+}
+
 void validate(const SamplerOptions& options, int64_t timesteps) {
   if (options.steps < 1 || options.steps > timesteps) {
     throw std::runtime_error("sample.steps = " + std::to_string(options.steps) +
@@ -104,6 +112,9 @@ void validate(const SamplerOptions& options, int64_t timesteps) {
   }
   if (!(options.eta >= 0.0 && options.eta <= 1.0)) {
     throw std::runtime_error("sample.eta = " + format_double(options.eta) + ": must be in [0, 1]");
+  }
+  if (!(options.churn >= 0.0)) {
+    throw std::runtime_error("sample.churn = " + format_double(options.churn) + ": must be >= 0");
   }
 }
 
@@ -175,6 +186,11 @@ at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedul
                                const SamplerOptions& options, const NoiseSource& noise,
                                const StepCallback& on_step, const StepTransform& after_step) {
   validate(options, schedule.timesteps());
+  if (options.kind == SamplerKind::kHeun) {
+    throw std::runtime_error(
+        "sample.sampler = heun: starts from pure noise only (sample, eval); denoising and "
+        "inpainting start at a timestep: use ddpm, ddim or dpmpp2m");
+  }
   if (x_start.dim() < 1 || x_start.numel() == 0) {
     std::ostringstream message;
     message << "sample: x_T has shape " << x_start.sizes() << "; want a non-empty [B, ...]";
@@ -228,6 +244,8 @@ at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedul
       case SamplerKind::kDpmSolverPP2M:
         x = dpm_solver_pp_2m_step(x, x0, c, multistep);
         break;
+      case SamplerKind::kHeun:
+        throw std::logic_error("run_reverse_process: heun has no timesteps");
     }
     if (after_step) x = after_step(index, t_next, x);
     if (on_step) on_step(index, t, x);
@@ -239,6 +257,14 @@ at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& sched
                        const at::Tensor& x_T, const SamplerOptions& options,
                        const NoiseSource& noise, const StepCallback& on_step) {
   validate(options, schedule.timesteps());
+  if (options.kind == SamplerKind::kHeun) {
+    const ContinuousDenoiser* denoiser = predictor.denoiser();
+    if (denoiser == nullptr) {
+      throw std::runtime_error(
+          "sample.sampler = heun: needs a model trained with diffusion.formulation = edm");
+    }
+    return heun_sample(*denoiser, x_T, options, noise, on_step);
+  }
   return run_reverse_process(predictor, schedule, x_T, sampler_timesteps(schedule, options),
                              options, noise, on_step);
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -25,6 +26,19 @@ namespace difftrain::trainer {
 struct PredictorOutput {
   at::Tensor eps;
   at::Tensor x0;
+};
+
+// A denoiser over continuous noise levels (EDM, Karras et al. 2022): D(x; sigma), the estimate
+// of x0 from x = x0 + sigma n, for x float [B, ...] and sigma float [B] on x's device.
+using Denoiser = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& sigma)>;
+
+// What the heun sampler needs of a model over continuous noise levels: its denoiser and the
+// sampler's noise-level grid (diffusion.sigma_min, sigma_max, rho).
+struct ContinuousDenoiser {
+  Denoiser denoise;
+  double sigma_min = 0.002;
+  double sigma_max = 80.0;
+  double rho = 7.0;
 };
 
 // The model as the samplers see it, for x_t float [B, ...] and t int64 [B] on x_t's device.
@@ -46,6 +60,11 @@ class EpsPredictor {
 
   // `predict` returns eps_hat and x0_hat (an undefined x0_hat is derived from eps_hat).
   static EpsPredictor with_x0(Function predict);
+  // `predict` as with_x0, for a model that also denoises at continuous noise levels (the heun
+  // sampler's input).
+  static EpsPredictor with_denoiser(Function predict, ContinuousDenoiser denoiser);
+  // The continuous denoiser, or nullptr for a model of discrete timesteps only.
+  const ContinuousDenoiser* denoiser() const { return denoiser_ ? &*denoiser_ : nullptr; }
 
   at::Tensor operator()(const at::Tensor& x_t, const at::Tensor& t) const {
     return predict_(x_t, t).eps;
@@ -57,6 +76,7 @@ class EpsPredictor {
 
  private:
   Function predict_;
+  std::optional<ContinuousDenoiser> denoiser_;
 };
 
 // SamplerKind (trainer/config/settings.h): kDpmSolverPP2M is the multistep second-order solver
@@ -71,13 +91,14 @@ struct SamplerOptions {
   // classic sampler), DPM-Solver++ log_snr_timesteps(schedule, steps). Fewer DDPM steps use
   // betas re-derived from the kept alpha_bars (beta'_k = 1 - abar_{t_k} / abar_{t_{k-1}},
   // "respacing").
-  int64_t steps = 50;
+  int64_t steps = 50;  // heun: noise levels, 2 steps - 1 model evaluations
   double eta = 0.0;  // DDIM only, [0, 1]: 0 = deterministic, 1 = DDPM posterior variance
+  double churn = 0.0;  // heun only, >= 0: EDM's S_churn (0 = deterministic)
   DdpmVariance variance = DdpmVariance::kBeta;
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (images); the analytic tests turn it off
 };
 
-// Throws std::runtime_error naming the value: steps in [1, timesteps], eta in [0, 1].
+// Throws std::runtime_error naming the value: steps in [1, timesteps], eta in [0, 1], churn >= 0.
 void validate(const SamplerOptions& options, int64_t timesteps);
 
 // The timesteps a `steps`-step sampler visits, ascending: round(k (T-1) / (steps-1)) for
@@ -114,6 +135,8 @@ using StepTransform = std::function<at::Tensor(int64_t index, int64_t t_next, co
 // previous timestep of the list, the last one to x_0. `after_step` runs before `on_step`. What
 // sample_from() runs on the sampler's grid; denoising runs it on a grid cut at its start.
 // Validates `options` (options.steps is not used: the list sets the steps); runs under no-grad.
+// The heun sampler has no timesteps: it throws std::runtime_error saying so (denoising and
+// inpainting start from a timestep).
 at::Tensor run_reverse_process(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                                const at::Tensor& x_start, const std::vector<int64_t>& timesteps,
                                const SamplerOptions& options, const NoiseSource& noise,
@@ -129,7 +152,8 @@ at::Tensor sample(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                   int64_t first_index, const at::Device& device, const StepCallback& on_step = {});
 
 // The reverse process from a given x_T (float, [B, ...], on the device to sample on) with step
-// noise from `noise`.
+// noise from `noise`. SamplerKind::kHeun runs heun_sample() (edm.h) from sigma_max x_T and needs
+// a predictor with a denoiser() (throws std::runtime_error naming diffusion.formulation).
 at::Tensor sample_from(const EpsPredictor& predictor, const NoiseSchedule& schedule,
                        const at::Tensor& x_T, const SamplerOptions& options,
                        const NoiseSource& noise, const StepCallback& on_step = {});

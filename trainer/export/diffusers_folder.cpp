@@ -71,6 +71,12 @@ void write_diffusers_pipeline(const std::string& out_dir, UNetImpl& model, const
                              " does not exist");
   }
   // Everything that can refuse the model runs before anything touches the disk.
+  if (config.diffusion.formulation != Formulation::kDdpm) {
+    throw std::runtime_error(
+        "diffusion.formulation = " + setting_name(config.diffusion.formulation) +
+        ": diffusers' UNet2DModel + DDPMScheduler cannot hold EDM's preconditioning (c_skip, "
+        "c_out, c_in, c_noise); only ddpm-formulation models export");
+  }
   const json unet_config = diffusers_unet_config(model.options());
   const json scheduler_config = diffusers_scheduler_config(config);
   const std::string weights = encode_safetensors(diffusers_state(model));

@@ -239,10 +239,10 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
             << ", H, W] with H, W multiples of " << factor;
     fail(message.str());
   }
-  if (t.dim() != 1 || t.size(0) != x.size(0) || t.is_floating_point() || t.is_complex()) {
+  if (t.dim() != 1 || t.size(0) != x.size(0) || t.is_complex() || t.scalar_type() == at::kBool) {
     std::ostringstream message;
     message << "UNet: timesteps t have shape " << t.sizes() << " and dtype " << t.scalar_type()
-            << ", want integer [" << x.size(0) << "]";
+            << ", want integer or floating point [" << x.size(0) << "]";
     fail(message.str());
   }
 

@@ -61,8 +61,9 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl> {
   // Rebuilds and re-initialises every submodule (torch::nn::Cloneable contract).
   void reset() override;
 
-  // x [B, in_channels, H, W] floating point, t [B] integer timesteps on x's device ->
-  // eps_hat [B, in_channels, H, W]. H and W must be divisible by 2^(levels-1); attention sits at
+  // x [B, in_channels, H, W] floating point, t [B] on x's device: integer timesteps, or EDM's
+  // continuous c_noise (floating point; both feed the sinusoidal embedding) ->
+  // output [B, in_channels, H, W]. H and W must be divisible by 2^(levels-1); attention sits at
   // the levels chosen for image_size. Works under autocast (the time embedding stays float32).
   // Throws std::runtime_error on a shape or dtype mismatch; never reads tensor values (no
   // device synchronisation).

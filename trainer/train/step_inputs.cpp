@@ -44,6 +44,7 @@ StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& pl
   }
   inputs.timesteps = noise.timesteps;
   inputs.eps = noise.eps;
+  if (plan.sigmas) inputs.sigmas = noise.sigmas;
   return inputs;
 }
 
@@ -56,7 +57,8 @@ StepInputs to_device(const StepInputs& inputs, const c10::Device& device) {
     if (!t.defined()) return t;
     return t.to(device, /*non_blocking=*/t.is_pinned());
   };
-  return {move(inputs.images), move(inputs.labels), move(inputs.timesteps), move(inputs.eps)};
+  return {move(inputs.images), move(inputs.labels), move(inputs.timesteps), move(inputs.eps),
+          move(inputs.sigmas)};
 }
 
 void copy_to_device(const StepInputs& inputs, const c10::Device& device, StepInputs& on_device) {
@@ -78,6 +80,7 @@ void copy_to_device(const StepInputs& inputs, const c10::Device& device, StepInp
   copy("labels", inputs.labels, on_device.labels);
   copy("timesteps", inputs.timesteps, on_device.timesteps);
   copy("noise", inputs.eps, on_device.eps);
+  copy("sigmas", inputs.sigmas, on_device.sigmas);
 }
 
 }  // namespace difftrain::trainer

@@ -18,6 +18,7 @@ struct StepInputs {
   at::Tensor labels;     // int64 [B], dropped labels set to num_classes; undefined if unconditional
   at::Tensor timesteps;  // int64 [B]
   at::Tensor eps;        // float32 [B,C,H,W]
+  at::Tensor sigmas;     // float32 [B]: continuous noise levels (EDM); undefined otherwise
 };
 
 // What prepare_step_inputs needs to place a prefetched batch in its optimizer step.
@@ -30,6 +31,7 @@ struct StepInputPlan {
   int64_t num_classes = 0;            // 0: unconditional
   double label_dropout = 0;
   bool hflip = false;       // flip each image left-right with probability 1/2
+  bool sigmas = false;      // pass the continuous noise levels on (diffusion.formulation edm)
   bool pin_memory = false;  // page-locked host tensors (CUDA devices)
 };
 

@@ -36,12 +36,13 @@ int64_t TimestepDistribution::nearest(double log_sigma) const {
   return (log_sigma - *below <= *above - log_sigma ? below : above) - log_sigma_.begin();
 }
 
-int64_t TimestepDistribution::draw(at::Generator& generator) const {
+TimestepDistribution::Draw TimestepDistribution::draw(at::Generator& generator) const {
   if (kind_ == TimestepSampling::kUniform) {
-    return at::randint(timesteps_, {1}, generator, at::kLong).item<int64_t>();
+    return {at::randint(timesteps_, {1}, generator, at::kLong).item<int64_t>(), 0.0};
   }
   const double z = at::empty({1}, at::kDouble).normal_(0.0, 1.0, generator).item<double>();
-  return nearest(mean_ + std_ * z);
+  const double log_sigma = mean_ + std_ * z;
+  return {nearest(log_sigma), std::exp(log_sigma)};
 }
 
 StepNoise draw_step_noise(uint64_t seed, int64_t step, int64_t first_position, int64_t batch,
@@ -52,17 +53,21 @@ StepNoise draw_step_noise(uint64_t seed, int64_t step, int64_t first_position, i
   StepNoise noise;
   const at::TensorOptions host = at::TensorOptions().pinned_memory(pin_memory);
   noise.timesteps = at::empty({batch}, host.dtype(at::kLong));
+  noise.sigmas = at::empty({batch}, host.dtype(at::kFloat));
   noise.eps = at::empty(shape, host.dtype(at::kFloat));
   noise.drop_label = at::empty({batch}, host.dtype(at::kBool));
   noise.flip = at::zeros({batch}, host.dtype(at::kBool));
   auto* t = noise.timesteps.data_ptr<int64_t>();
+  auto* sigma = noise.sigmas.data_ptr<float>();
   auto* drop = noise.drop_label.data_ptr<bool>();
   auto* flip = noise.flip.data_ptr<bool>();
   for (int64_t i = 0; i < batch; ++i) {
     at::Generator generator =
         at::detail::createCPUGenerator(derive_seed(seed, kNoisePurpose, static_cast<uint64_t>(step),
                                                    static_cast<uint64_t>(first_position + i)));
-    t[i] = timesteps.draw(generator);
+    const TimestepDistribution::Draw draw = timesteps.draw(generator);
+    t[i] = draw.timestep;
+    sigma[i] = static_cast<float>(draw.sigma);
     noise.eps[i].normal_(0.0, 1.0, generator);
     drop[i] =
         at::empty({1}, at::kDouble).uniform_(0.0, 1.0, generator).item<double>() < label_dropout;

@@ -25,8 +25,14 @@ class TimestepDistribution {
   static TimestepDistribution log_normal(const NoiseSchedule& schedule, double mean, double std);
 
   int64_t timesteps() const { return timesteps_; }
-  // One timestep from `generator` (one randint or one normal draw).
-  int64_t draw(at::Generator& generator) const;
+  // One draw from `generator` (one randint or one normal draw): the timestep and, for
+  // log_normal, the continuous noise level it was taken from (EDM trains at that sigma; 0 for
+  // uniform).
+  struct Draw {
+    int64_t timestep;
+    double sigma;
+  };
+  Draw draw(at::Generator& generator) const;
   // The timestep whose log sigma is nearest to `log_sigma` (log_normal only).
   int64_t nearest(double log_sigma) const;
 
@@ -39,6 +45,7 @@ class TimestepDistribution {
 
 struct StepNoise {
   at::Tensor timesteps;   // int64 [B], from the TimestepDistribution
+  at::Tensor sigmas;      // float32 [B]: the continuous noise levels drawn (log_normal; else 0)
   at::Tensor eps;         // float32 [B,C,H,W], standard normal
   at::Tensor drop_label;  // bool [B]: train this sample with "no label" (probability label_dropout)
   at::Tensor flip;        // bool [B]: flip the image left-right (data.hflip; all false when off)

@@ -5,7 +5,9 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <any>
+#include <cmath>
 #include <filesystem>
 #include <limits>
 
@@ -19,6 +21,7 @@
 #include "trainer/common/text.h"
 #include "trainer/common/version.h"
 #include "trainer/config/model_builder.h"
+#include "trainer/diffusion/edm.h"
 #include "trainer/diffusion/objective.h"
 #include "trainer/diffusion/prediction.h"
 #include "trainer/optim/precision.h"
@@ -51,9 +54,14 @@ enum Flag : int64_t { kStop = 0, kTimeLimit = 1, kLog = 2, kCheckpoint = 3, kFla
 }  // namespace
 
 double learning_rate_at(const Config& config, int64_t step) {
-  if (config.train.warmup_steps <= 0 || step >= config.train.warmup_steps) return config.train.lr;
-  return config.train.lr * static_cast<double>(step + 1) /
-         static_cast<double>(config.train.warmup_steps);
+  const Config::Train& train = config.train;
+  if (step < train.warmup_steps) {
+    return train.lr * static_cast<double>(step + 1) / static_cast<double>(train.warmup_steps);
+  }
+  if (train.lr_decay == LrDecay::kNone || train.steps <= train.warmup_steps) return train.lr;
+  const double progress = static_cast<double>(step - train.warmup_steps) /
+                          static_cast<double>(train.steps - train.warmup_steps);
+  return train.lr * 0.5 * (1.0 + std::cos(M_PI * std::min(progress, 1.0)));
 }
 
 Trainer::Trainer(Config config, TrainerOptions options, launch::Communicator& gradients,
@@ -140,6 +148,13 @@ TrainResult Trainer::run() {
 
 // The training recipe, in one line.
 void Trainer::log_objective() const {
+  if (config_.diffusion.formulation == Formulation::kEdm) {
+    spdlog::info(
+        "objective: EDM (sigma_data {}), ln sigma ~ N({}, {}), loss weight lambda(sigma), hflip {}",
+        format_double(config_.diffusion.sigma_data), format_double(config_.train.lognormal_mean),
+        format_double(config_.train.lognormal_std), config_.data.hflip ? "on" : "off");
+    return;
+  }
   spdlog::info("objective: {} prediction, loss weighting {}{}, timesteps {}{}, hflip {}",
                setting_name(config_.model.prediction), setting_name(config_.train.loss_weighting),
                config_.train.loss_weighting == LossWeighting::kMinSnr
@@ -303,6 +318,7 @@ void Trainer::start_prefetching() {
                                                           config_.train.lognormal_std)
                        : TimestepDistribution(schedule_.timesteps());
   plan.hflip = config_.data.hflip;
+  plan.sigmas = config_.diffusion.formulation == Formulation::kEdm;
   plan.num_classes = config_.model.num_classes;
   plan.label_dropout = config_.model.label_dropout;
   plan.pin_memory = device_.is_cuda();
@@ -385,14 +401,26 @@ at::Tensor Trainer::forward_backward(const StepInputs& inputs, bool last_micro,
   at::Tensor x0 = inputs.images.to(torch::kFloat).div_(127.5).sub_(1.0);
   const at::Tensor& t = inputs.timesteps;
   const at::Tensor& eps = inputs.eps;
-  at::Tensor x_t = schedule_.q_sample(x0, t, eps).contiguous(format_);
-  // The network predicts eps or v (model.prediction); the loss compares like with like.
-  at::Tensor target =
-      config_.model.prediction == Prediction::kV ? schedule_.v_target(x0, t, eps) : eps;
+  at::Tensor input, conditioning, target;
+  if (config_.diffusion.formulation == Formulation::kEdm) {
+    // EDM: F(c_in (x0 + sigma eps), c_noise) against (x0 - c_skip x) / c_out at the continuous
+    // sigma drawn (t is only its nearest timestep, for the loss-by-timestep metrics).
+    EdmTrainingPair pair =
+        edm_training_pair(x0, eps, inputs.sigmas, config_.diffusion.sigma_data);
+    input = pair.input.contiguous(format_);
+    conditioning = pair.c_noise;
+    target = pair.target;
+  } else {
+    input = schedule_.q_sample(x0, t, eps).contiguous(format_);
+    conditioning = t;
+    // The network predicts eps or v (model.prediction); the loss compares like with like.
+    target = config_.model.prediction == Prediction::kV ? schedule_.v_target(x0, t, eps) : eps;
+  }
   at::Tensor output;
   {
     AutocastScope autocast(config_.train.precision, device_.type());  // bf16: forward only
-    output = model_->forward(x_t, t, inputs.labels);  // labels: class-conditional models only
+    // labels: class-conditional models only
+    output = model_->forward(input, conditioning, inputs.labels);
   }
   output = output.to(torch::kFloat);  // fp32 loss and gradients
   // train.loss_weighting: per-sample weights by timestep, or plain L_simple.
@@ -590,7 +618,7 @@ std::string Trainer::write_sample_grid(int64_t step) {
   torch::NoGradGuard no_grad;
   const data::SampleShape shape = dataset_->manifest().shape;
   const at::Tensor images = sample_across_ranks(
-      as_eps_predictor(
+      network_predictor(
           [&](const at::Tensor& x, const at::Tensor& t) {
             monitor_->heartbeat();  // busy sampling, not stalled
             // A stop signal (Slurm waits only KillWait, 30 s by default, before SIGKILL) ends the
@@ -598,7 +626,7 @@ std::string Trainer::write_sample_grid(int64_t step) {
             if (stop_signal_received() != 0) throw DrawingStopped{};
             return sampler_model->forward(x.contiguous(format_), t);
           },
-          schedule_, config_.model.prediction),
+          config_),
       schedule_, config_.sample.n, {shape.channels, shape.height, shape.width},
       sampler_options(config_), static_cast<uint64_t>(config_.sample.seed),
       config_.sample.batch_size > 0 ? config_.sample.batch_size : default_sample_chunk(device_),

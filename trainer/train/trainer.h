@@ -154,7 +154,7 @@ class Trainer {
 };
 
 // Learning rate at `step` (0-based): linear warm-up to train.lr over train.warmup_steps, then
-// constant.
+// constant (train.lr_decay none) or half a cosine down to 0 at step train.steps (cosine).
 double learning_rate_at(const Config& config, int64_t step);
 
 }  // namespace difftrain::trainer

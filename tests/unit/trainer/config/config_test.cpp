@@ -75,6 +75,34 @@ TEST(Config, BadValuesAreRejected) {
       std::string::npos);
 }
 
+// EDM's formulation fixes its own output, loss weight and noise levels: other values are
+// refused in one line naming both keys; heun needs it.
+TEST(Config, EdmRefusesWhatItReplaces) {
+  const std::vector<std::string> edm = {"diffusion.formulation=edm",
+                                        "train.timestep_sampling=lognormal"};
+  EXPECT_EQ(error_of([&] { load_config("", edm); }), "<no exception>");
+  const auto with = [&](const std::string& extra) {
+    std::vector<std::string> overrides = edm;
+    overrides.push_back(extra);
+    return error_of([&] { load_config("", overrides); });
+  };
+  EXPECT_NE(with("model.prediction=v").find("diffusion.formulation = edm: needs model.prediction"),
+            std::string::npos)
+      << with("model.prediction=v");
+  EXPECT_NE(with("train.loss_weighting=min_snr").find("needs train.loss_weighting = none"),
+            std::string::npos);
+  EXPECT_NE(with("train.timestep_sampling=uniform").find("needs train.timestep_sampling"),
+            std::string::npos);
+  EXPECT_EQ(with("sample.sampler=heun"), "<no exception>");
+  EXPECT_NE(error_of([] { load_config("", {"sample.sampler=heun"}); })
+                .find("sample.sampler = heun: needs diffusion.formulation = edm"),
+            std::string::npos)
+      << error_of([] { load_config("", {"sample.sampler=heun"}); });
+  EXPECT_NE(with("diffusion.sigma_max=0.001").find("must be > diffusion.sigma_min"),
+            std::string::npos);
+  EXPECT_NE(with("sample.churn=-1").find("must be >= 0"), std::string::npos);
+}
+
 TEST(Config, DuplicateKeysNameTheKeyAndBothLines) {
   const std::string path = write_temp("train:\n  steps: 20\n  steps: 3\n");
   EXPECT_EQ(error_of([&] { load_config(path); }),

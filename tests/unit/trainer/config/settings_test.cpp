@@ -36,11 +36,13 @@ TEST(SettingsTest, EveryNameParsesToItsValueAndBack) {
   expect_round_trip<Precision>();
   expect_round_trip<DeviceRequest>();
   expect_round_trip<Backend>();
+  expect_round_trip<Formulation>();
+  expect_round_trip<LrDecay>();
 }
 
 TEST(SettingsTest, AWrongNameNamesTheKeyTheValueAndTheChoices) {
   EXPECT_EQ(error_of([] { parse_setting<SamplerKind>("dpm", "--sampler"); }),
-            "--sampler = 'dpm': want ddpm, ddim or dpmpp2m");
+            "--sampler = 'dpm': want ddpm, ddim, dpmpp2m or heun");
   EXPECT_EQ(error_of([] { parse_setting<Prediction>("x0", "model.prediction"); }),
             "model.prediction = 'x0': want eps or v");
   EXPECT_EQ(setting_choices<BetaSchedule>("`"), "`linear` or `cosine`");
@@ -62,8 +64,9 @@ TEST(SettingsTest, ConfigKeysReadWriteAndDocumentTheNames) {
   EXPECT_NE(yaml.find("  sampler: dpmpp2m\n"), std::string::npos) << yaml;
   EXPECT_EQ(parse_config(yaml, "round trip").sample.sampler, SamplerKind::kDpmSolverPP2M);
   EXPECT_EQ(error_of([] { load_config("", {"sample.sampler=dpm"}); }),
-            "--set sample.sampler=dpm: sample.sampler: 'dpm' is not one of ddpm, ddim or dpmpp2m");
-  EXPECT_NE(config_markdown_table().find("One of `ddpm`, `ddim` or `dpmpp2m`."), std::string::npos);
+            "--set sample.sampler=dpm: sample.sampler: 'dpm' is not one of ddpm, ddim, dpmpp2m or "
+            "heun");
+  EXPECT_NE(config_markdown_table().find("One of `ddpm`, `ddim`, `dpmpp2m` or `heun`."), std::string::npos);
 }
 
 TEST(SettingsTest, CommandOptionsAcceptTheSameNames) {

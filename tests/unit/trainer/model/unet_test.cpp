@@ -13,6 +13,7 @@
 
 #include "tests/unit/trainer/test_util.h"
 #include "trainer/config/model_builder.h"
+#include "trainer/model/unet_blocks.h"
 
 namespace difftrain::trainer {
 namespace {
@@ -209,8 +210,18 @@ TEST(UNetTest, ForwardRejectsMismatchedInputs) {
   EXPECT_THROW(model->forward(torch::randn({2, 1, 15, 16}), t), std::runtime_error);
   EXPECT_THROW(model->forward(torch::randn({2, 1, 16, 16}), torch::tensor({1})),
                std::runtime_error);
-  EXPECT_THROW(model->forward(torch::randn({2, 1, 16, 16}), torch::tensor({1.0f, 2.0f})),
+  EXPECT_THROW(model->forward(torch::randn({2, 1, 16, 16}), torch::tensor({true, false})),
                std::runtime_error);
+  // EDM's continuous c_noise: a floating-point t feeds the same embedding as an integer one,
+  // and fractions of it move the embedding.
+  EXPECT_NO_THROW(model->forward(torch::randn({2, 1, 16, 16}), torch::tensor({-0.3f, 2.0f})));
+  EXPECT_TRUE(torch::equal(timestep_embedding(torch::tensor({1.0f, 2.0f}), 16),
+                           timestep_embedding(t, 16)));
+  EXPECT_GT((timestep_embedding(torch::tensor({1.25f, 2.0f}), 16) - timestep_embedding(t, 16))
+                .abs()
+                .max()
+                .item<double>(),
+            0.1);
 }
 
 TEST(UNetTest, ClassLabelsConditionTheOutputAndDefaultToNoLabel) {

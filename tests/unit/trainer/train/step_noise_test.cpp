@@ -101,6 +101,27 @@ TEST(StepNoise, LogNormalTakesTheNearestSigmaOfTheSchedule) {
   EXPECT_EQ(distribution.nearest(100.0), 999);
 }
 
+// EDM trains at the continuous sigma drawn; its timestep is that sigma's nearest one.
+TEST(StepNoise, LogNormalDrawsKeepTheirContinuousSigma) {
+  const NoiseSchedule schedule(BetaSchedule::kLinear, 1000);
+  const TimestepDistribution distribution = TimestepDistribution::log_normal(schedule, -1.2, 1.2);
+  const StepNoise noise = draw_step_noise(3, 1, 0, 4000, distribution, {1});
+  ASSERT_EQ(noise.sigmas.sizes(), (std::vector<int64_t>{4000}));
+  std::vector<double> log_sigma;
+  for (int64_t i = 0; i < 4000; ++i) {
+    const double sigma = noise.sigmas[i].item<double>();
+    EXPECT_EQ(distribution.nearest(std::log(sigma)), noise.timesteps[i].item<int64_t>());
+    log_sigma.push_back(std::log(sigma));
+  }
+  const torch::Tensor z = (torch::tensor(log_sigma) + 1.2) / 1.2;
+  EXPECT_NEAR(z.mean().item<double>(), 0.0, 0.06);
+  EXPECT_NEAR(z.std().item<double>(), 1.0, 0.05);
+  // Not rounded to the grid: the sigmas are (almost surely) all different.
+  EXPECT_EQ(std::get<0>(torch::_unique(noise.sigmas)).numel(), 4000);
+  // Uniform timesteps have no continuous sigma.
+  EXPECT_EQ(draw_step_noise(3, 1, 0, 8, 1000, {1}).sigmas.abs().sum().item<double>(), 0.0);
+}
+
 TEST(StepNoise, LabelDropoutIsPerSampleAndLeavesTheNoiseAlone) {
   const StepNoise plain = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2});
   const StepNoise half = draw_step_noise(7, 3, 0, 400, 1000, {1, 2, 2}, 0.5);
@@ -126,6 +147,19 @@ TEST(LearningRate, LinearWarmupThenConstant) {
   EXPECT_DOUBLE_EQ(learning_rate_at(c, 5000), 0.001);
   const Config none = load_config("", {"train.lr=0.001", "train.warmup_steps=0"});
   EXPECT_DOUBLE_EQ(learning_rate_at(none, 0), 0.001);
+}
+
+TEST(LearningRate, CosineDecayReachesZeroAtTheLastStep) {
+  const Config c = load_config(
+      "", {"train.lr=0.001", "train.warmup_steps=10", "train.steps=110", "train.lr_decay=cosine"});
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 4), 0.0005);  // warm-up unchanged
+  EXPECT_DOUBLE_EQ(learning_rate_at(c, 10), 0.001);  // the peak, then half a cosine
+  EXPECT_NEAR(learning_rate_at(c, 60), 0.0005, 1e-15);
+  EXPECT_NEAR(learning_rate_at(c, 35), 0.0005 * (1 + std::cos(M_PI / 4)), 1e-15);
+  EXPECT_NEAR(learning_rate_at(c, 110), 0.0, 1e-18);
+  for (int64_t step = 11; step <= 110; ++step) {
+    EXPECT_LT(learning_rate_at(c, step), learning_rate_at(c, step - 1)) << step;
+  }
 }
 
 }  // namespace
