@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "trainer/diffusion/guidance.h"
+
 namespace difftrain::trainer {
 namespace {
 
@@ -216,6 +218,26 @@ TEST(EdmTest, TimestepSamplersDriveAnEdmModel) {
     EXPECT_NEAR(x0.mean().item<double>(), data.mu, 0.02) << setting_name(kind);
     EXPECT_NEAR(x0.std().item<double>(), data.s, 0.02) << setting_name(kind);
   }
+}
+
+// Classifier-free guidance wraps the network (c_noise in place of t): guiding F guides D by
+// the same rule, D_w = (1 + w) D(label) - w D(no label).
+TEST(EdmTest, GuidanceOnTheNetworkIsGuidanceOnTheDenoiser) {
+  const ConditionalModelFunction network = [](const at::Tensor& input, const at::Tensor& c_noise,
+                                              const at::Tensor& labels) {
+    return input * (labels.to(torch::kFloat) + 1.0).reshape({-1, 1, 1, 1}) +
+           c_noise.reshape({-1, 1, 1, 1});
+  };
+  const auto denoiser_for = [&](int64_t label, double w) {
+    return edm_denoiser(classifier_free_guidance(network, label, /*no_label=*/5, w), kSigmaData);
+  };
+  const torch::Tensor x = randn({3, 1, 2, 2}, 10);
+  const torch::Tensor sigma = torch::tensor({0.1f, 1.0f, 10.0f});
+  const torch::Tensor guided = denoiser_for(2, 1.5)(x, sigma);
+  const torch::Tensor expected =
+      denoiser_for(2, 0.0)(x, sigma) * 2.5 - denoiser_for(2, -1.0)(x, sigma) * 1.5;
+  EXPECT_LT((guided - expected).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((guided - denoiser_for(2, 0.0)(x, sigma)).abs().max().item<double>(), 0.1);
 }
 
 TEST(EdmTest, HeunRefusesTimestepModelsAndTimestepStarts) {
