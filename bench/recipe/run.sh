@@ -42,6 +42,8 @@ declare -A recipe=(
   [min_snr+lognormal+b8+cosine]="$snr_ln train.batch_size=8 train.lr_decay=cosine"
   [min_snr+lognormal+v+b8]="$snr_ln model.prediction=v train.batch_size=8"
   [min_snr+lognormal+v+b8+cosine]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine"
+  [min_snr+lognormal+v+b8+cosine+lr4]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine train.lr=4e-3"
+  [min_snr+lognormal+v+b8+cosine+rb2]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine model.num_res_blocks=2"
   [edm]="$edm"
   [edm+b8]="$edm train.batch_size=8"
   [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # EDM's formulation end to end: a 2-rank run at continuous noise levels, every sampler drawing
-# from it (heun deterministic and stochastic, the same on 1 and 2 ranks; ddim; dpmpp2m; denoise),
-# and one-line refusals where a part cannot take it (export to diffusers, heun from a timestep or
-# on a DDPM model, a resume that changes the formulation, EDM with v-prediction).
+# from it (heun deterministic and stochastic, the same on 1 and 2 ranks; ddim, dpmpp2m, ddpm;
+# denoise; inpainting), and one-line refusals where a part cannot take it (export to diffusers,
+# heun from a timestep or on a DDPM model, a resume that changes the formulation, EDM with
+# v-prediction).
 # Usage: edm_test.sh PATH/TO/difftrain
 source "$(dirname "$0")/lib.sh"
 BIN=$1
@@ -48,7 +49,7 @@ from PIL import Image
 a = np.asarray(Image.open("inpaint.png").convert("L"), dtype=np.int64)
 assert abs(a[4:60, 4:60].mean() - 128) < 1, a[4:60, 4:60].mean()
 PYEOF
-echo "ok: heun (churn 0 and 30, 1 == 2 ranks), ddim, dpmpp2m, ddpm denoise and inpainting on an EDM model"
+echo "ok: heun (churn 0 and 30, 1 == 2 ranks), ddim, dpmpp2m, ddpm, denoise and inpainting on an EDM model"
 
 expect_error "export of an EDM model" "diffusion.formulation = edm: diffusers' UNet2DModel" -- \
   "$BIN" export --run-dir edm --format diffusers --out exported
