@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Trains the demo model under each training recipe for the same budget of images, evaluates
 # the checkpoints at 25%, 50% and 100% of it with `difftrain eval` (one classifier, Fashion-MNIST
-# t10k as the test split), and prints FD, the floor and FD/floor per recipe and fraction.
+# t10k as the test split), then trains the DDPM recipe and the chosen one for 4x that budget,
+# and prints FD, the floor and FD/floor per recipe, budget and fraction.
 # Usage: bench/recipe/run.sh [BUILD_DIR]
-#   SCALE=4        budget = SCALE x the demo's (400 steps of 32 images); default 1
-#   RECIPES="..."  names from the table below; default all
-#   N=1000         images per evaluation; EVAL_STEPS=50 DDIM steps per image
-#   FRACTIONS="25 50 100"  which fractions of the budget to evaluate
-#   OUT=dir        where runs and results go (default runs/bench-recipe)
+#   RECIPES="..."     names from the table below for the demo's budget (default: the table's
+#                     story, DDPM to the chosen recipe)
+#   X4_RECIPES="..."  recipes also trained for 4x the budget (default: DDPM and the chosen one)
+#   SCALE=K FRACTIONS="100"  instead: only budget K x the demo's, at these fractions
+#   N=1000            images per evaluation; EVAL_STEPS=20 network calls per image
+#   OUT=dir           where runs and results go (default runs/bench-recipe)
 # A recipe that sets train.batch_size trains for as many steps as the budget of images allows.
+# Finished runs and evaluations are reused (delete OUT to start over).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 bin=$build/trainer/difftrain
-scale=${SCALE:-1}
 n=${N:-1000}
-eval_steps=${EVAL_STEPS:-50}
-fractions=${FRACTIONS:-25 50 100}
+eval_steps=${EVAL_STEPS:-20}
 out=${OUT:-runs/bench-recipe}
 fmnist=/usr/share/datasets/fashion-mnist
 data=runs/data/fashion-mnist
@@ -26,7 +27,7 @@ test_data=runs/data/fashion-mnist-t10k
 # objective, so that a recipe names everything it changes). "NAME@heun" evaluates NAME's run
 # with EDM's heun sampler at EVAL_STEPS / 2 noise levels (2 x that - 1 network calls) instead of
 # DDIM at EVAL_STEPS.
-base="train.loss_weighting=none train.timestep_sampling=uniform data.hflip=false"
+base="model.prediction=eps train.loss_weighting=none train.timestep_sampling=uniform data.hflip=false"
 snr_ln="train.loss_weighting=min_snr train.timestep_sampling=lognormal"
 edm="diffusion.formulation=edm train.timestep_sampling=lognormal"
 declare -A recipe=(
@@ -48,7 +49,8 @@ declare -A recipe=(
   [edm+b8]="$edm train.batch_size=8"
   [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"
 )
-names=${RECIPES:-ddpm min_snr lognormal min_snr+lognormal min_snr+hflip}
+chosen=min_snr+lognormal+v  # configs/fmnist-demo.yaml's recipe
+names=${RECIPES:-ddpm min_snr+lognormal edm@heun $chosen}
 
 if [ ! -f "$data/index.json" ]; then
   "$bin" prepare --images "$fmnist/train-images-idx3-ubyte.gz" \
@@ -64,52 +66,67 @@ if [ ! -f "$classifier" ]; then
   "$bin" eval --train-classifier --data "$data" --test-data "$test_data" --out "$classifier"
 fi
 
-images=$((400 * 32 * scale))  # the demo: 400 steps of 2 ranks x 16 images
-results=$out/results-x$scale.tsv
-printf 'recipe\tfraction\tstep\timages\tfd\tfloor\tfd_over_floor\ttrain_s\n' >"$results"
-for name in $names; do
-  trained=${name%@*}
-  sampler=(--sampler ddim --steps "$eval_steps")
-  case $name in *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;; esac
-  [ -n "${recipe[$trained]+set}" ] || { echo "unknown recipe $trained" >&2; exit 2; }
-  run=$out/x$scale-$trained
-  read -r -a overrides <<<"$base ${recipe[$trained]}"
-  batch=16
-  for o in "${overrides[@]}"; do
-    case $o in train.batch_size=*) batch=${o#train.batch_size=} ;; esac
-  done
-  steps=$((images / (2 * batch)))
-  quarter=$((steps / 4))
-  final=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$steps")
-  if [ -f "$final" ] && [ -f "$run.train_s" ]; then
-    train_s=$(cat "$run.train_s")  # trained by an earlier call: evaluate only
-  else
-    rm -rf "$run"
-    start_s=$(date +%s)
-    launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
-      --set train.steps="$steps" checkpoint.every_steps="$quarter" checkpoint.keep=8 \
-      train.log_interval_s=60 "${overrides[@]}" >"$run.log" 2>&1
-    train_s=$(($(date +%s) - start_s))
-    echo "$train_s" >"$run.train_s"
-  fi
-  mkdir -p "$run/eval"
-  for fraction in $fractions; do
-    step=$((steps * fraction / 100))
-    ckpt=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$step")
-    json=$run/eval/$(basename "$ckpt" .ckpt)-n$n-${sampler[1]}${sampler[3]}.json
-    if [ ! "$json" -nt "$ckpt" ]; then  # not evaluated this way since it was trained
-      "$bin" eval --checkpoint "$ckpt" --data "$data" --test-data "$test_data" \
-        --classifier "$classifier" --n "$n" "${sampler[@]}" --seed 1 --out "$json" >/dev/null
+# run_budget SCALE "FRACTIONS" "RECIPES": trains (or reuses) and evaluates, appending rows to
+# $results.
+run_budget() {
+  local scale=$1 fractions=$2 names=$3
+  local images=$((400 * 32 * scale))  # the demo: 400 steps of 2 ranks x 16 images
+  local name trained run batch steps quarter final train_s start_s fraction step ckpt json o
+  local -a sampler overrides
+  for name in $names; do
+    trained=${name%@*}
+    sampler=(--sampler ddim --steps "$eval_steps")
+    case $name in *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;; esac
+    [ -n "${recipe[$trained]+set}" ] || { echo "unknown recipe $trained" >&2; exit 2; }
+    run=$out/x$scale-$trained
+    read -r -a overrides <<<"$base ${recipe[$trained]}"
+    batch=16
+    for o in "${overrides[@]}"; do
+      case $o in train.batch_size=*) batch=${o#train.batch_size=} ;; esac
+    done
+    steps=$((images / (2 * batch)))
+    quarter=$((steps / 4))
+    final=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$steps")
+    if [ -f "$final" ] && [ -f "$run.train_s" ]; then
+      train_s=$(cat "$run.train_s")  # trained by an earlier call: evaluate only
+    else
+      rm -rf "$run"
+      start_s=$(date +%s)
+      launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
+        --set train.steps="$steps" checkpoint.every_steps="$quarter" checkpoint.keep=8 \
+        train.log_interval_s=60 "${overrides[@]}" >"$run.log" 2>&1
+      train_s=$(($(date +%s) - start_s))
+      echo "$train_s" >"$run.train_s"
     fi
-    "${PYTHON:-.venv/bin/python}" - "$json" "$name" "$fraction" "$step" "$train_s" "$batch" >>"$results" <<'PY'
+    mkdir -p "$run/eval"
+    for fraction in $fractions; do
+      step=$((steps * fraction / 100))
+      ckpt=$(printf '%s/checkpoints/step-%09d.ckpt' "$run" "$step")
+      json=$run/eval/$(basename "$ckpt" .ckpt)-n$n-${sampler[1]}${sampler[3]}.json
+      if [ ! "$json" -nt "$ckpt" ]; then  # not evaluated this way since it was trained
+        "$bin" eval --checkpoint "$ckpt" --data "$data" --test-data "$test_data" \
+          --classifier "$classifier" --n "$n" "${sampler[@]}" --seed 1 --out "$json" >/dev/null
+      fi
+      "${PYTHON:-.venv/bin/python}" - "$json" "$name" "$scale" "$fraction" "$step" "$train_s" "$batch" >>"$results" <<'PY'
 import json, sys
-path, name, fraction, step, train_s, batch = sys.argv[1:]
+path, name, scale, fraction, step, train_s, batch = sys.argv[1:]
 r = json.load(open(path))
 fd, floor = r["fd"], r["fd_floor"]
-print(f"{name}\t{fraction}%\t{step}\t{int(step) * 2 * int(batch)}\t{fd:.1f}\t{floor:.1f}\t{fd / floor:.2f}\t{train_s}")
+print(f"{name}\t{scale}x\t{fraction}%\t{step}\t{int(step) * 2 * int(batch)}\t{fd:.1f}\t{floor:.1f}\t"
+      f"{fd / floor:.2f}\t{train_s}")
 PY
+    done
+    cp "$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)" "$out/grid-x$scale-$trained.png"
   done
-  cp "$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)" "$out/grid-x$scale-$trained.png"
-done
+}
+
+results=$out/results.tsv
+printf 'recipe\tbudget\tfraction\tstep\timages\tfd\tfloor\tfd_over_floor\ttrain_s\n' >"$results"
+if [ -n "${SCALE:-}" ]; then
+  run_budget "$SCALE" "${FRACTIONS:-25 50 100}" "$names"
+else
+  run_budget 1 "25 50 100" "$names"
+  run_budget 4 "100" "${X4_RECIPES:-ddpm $chosen}"
+fi
 column -t -s $'\t' "$results"
-echo "results: $results; sample grids: $out/grid-x$scale-*.png"
+echo "results: $results; sample grids: $out/grid-x*.png"

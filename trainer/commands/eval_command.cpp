@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
 
 struct EvalArgs {
   bool train_classifier = false, baselines = false;
-  std::string run_dir, checkpoint, data_dir, test_dir, classifier, out;
+  std::string run_dir, checkpoint, data_dir, test_dir, classifier, out, weights = "ema";
   SamplerKind sampler = SamplerKind::kDdim;
   DeviceRequest device = DeviceRequest::kAuto;
   int64_t steps = -1, epochs = 2, n = 1000, seed = 0, batch_size = 0, threads = 0;
@@ -176,7 +176,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
   if (run_dir.empty() && fs::path(path).parent_path().filename() == "checkpoints") {
     run_dir = fs::path(path).parent_path().parent_path().string();
   }
-  const SamplingModel loaded = load_sampling_model(path, "ema", device);
+  const SamplingModel loaded = load_sampling_model(path, args.weights, device);
   const int64_t step = loaded.step;
   const Config& config = loaded.config;
   std::string out = args.out;
@@ -288,7 +288,7 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
       {"time_s", unix_now_s()},
       {"checkpoint", path},
       {"checkpoint_step", step},
-      {"weights", "ema"},
+      {"weights", args.weights},
       {"sampler", setting_name(options.kind)},
       {"steps", options.steps},
       {"eta", options.eta},
@@ -316,9 +316,9 @@ void run_checkpoint_eval(const EvalArgs& args, const c10::Device& device) {
     monitoring::MetricsLog(run_dir + "/metrics.jsonl").append(line);
   }
 
-  std::cout << "eval of " << path << " (step " << step << ", EMA weights): " << args.n
-            << " images, " << setting_name(args.sampler) << " " << options.steps << " steps in "
-            << fixed(sample_s, 1) << " s\n"
+  std::cout << "eval of " << path << " (step " << step << ", " << args.weights
+            << " weights): " << args.n << " images, " << setting_name(args.sampler) << " "
+            << options.steps << " steps in " << fixed(sample_s, 1) << " s\n"
             << "  FD(generated, test)  = " << fixed(fd) << "\n"
             << "  FD(train, test)      = " << fixed(fd_floor) << "   (floor: " << args.n
             << " real images)\n"
@@ -361,6 +361,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--epochs", args->epochs, "--train-classifier: passes over the train split");
   cmd->add_option("--eta", args->eta, "DDIM eta in [0,1]");
   cmd->add_option("--churn", args->churn, "heun: EDM's S_churn (>= 0); 0 = deterministic");
+  cmd->add_option("--weights", args->weights, "ema (default) or raw")
+      ->check(CLI::IsMember({"ema", "raw"}));
   cmd->add_option("--class", args->classes,
                   "Classes of a class-conditional model (--n is split evenly over them); FD is "
                   "then against real images of these classes");

@@ -230,7 +230,8 @@ std::vector<ConfigKey> build_keys() {
         return "";
       }));
   k.push_back(make_key<double>(
-      "diffusion.sigma_data", "float", "EDM: standard deviation of the data (images in [-1, 1]: 0.5).",
+      "diffusion.sigma_data", "float",
+      "EDM: standard deviation of the data (images in [-1, 1]: 0.5).",
       [](Config & c) -> auto& { return c.diffusion.sigma_data; },
       [](const Config& c) { return positive(c.diffusion.sigma_data); }, OnResume::kMustMatch));
   k.push_back(make_key<double>(

@@ -127,7 +127,8 @@ at::Tensor heun_sample(const ContinuousDenoiser& denoiser, const at::Tensor& x_T
   }
   at::NoGradGuard no_grad;
   const int64_t batch = x_T.size(0);
-  const at::TensorOptions sigma_options = at::TensorOptions().dtype(at::kFloat).device(x_T.device());
+  const at::TensorOptions sigma_options =
+      at::TensorOptions().dtype(at::kFloat).device(x_T.device());
   const auto denoise = [&](const at::Tensor& x, double sigma) {
     at::Tensor d = denoiser.denoise(x, at::full({batch}, sigma, sigma_options));
     if (d.sizes() != x.sizes()) {

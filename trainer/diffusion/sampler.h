@@ -92,7 +92,7 @@ struct SamplerOptions {
   // betas re-derived from the kept alpha_bars (beta'_k = 1 - abar_{t_k} / abar_{t_{k-1}},
   // "respacing").
   int64_t steps = 50;  // heun: noise levels, 2 steps - 1 model evaluations
-  double eta = 0.0;  // DDIM only, [0, 1]: 0 = deterministic, 1 = DDPM posterior variance
+  double eta = 0.0;    // DDIM only, [0, 1]: 0 = deterministic, 1 = DDPM posterior variance
   double churn = 0.0;  // heun only, >= 0: EDM's S_churn (0 = deterministic)
   DdpmVariance variance = DdpmVariance::kBeta;
   bool clip_x0 = true;  // clip the predicted x0 to [-1, 1] (images); the analytic tests turn it off

@@ -405,8 +405,7 @@ at::Tensor Trainer::forward_backward(const StepInputs& inputs, bool last_micro,
   if (config_.diffusion.formulation == Formulation::kEdm) {
     // EDM: F(c_in (x0 + sigma eps), c_noise) against (x0 - c_skip x) / c_out at the continuous
     // sigma drawn (t is only its nearest timestep, for the loss-by-timestep metrics).
-    EdmTrainingPair pair =
-        edm_training_pair(x0, eps, inputs.sigmas, config_.diffusion.sigma_data);
+    EdmTrainingPair pair = edm_training_pair(x0, eps, inputs.sigmas, config_.diffusion.sigma_data);
     input = pair.input.contiguous(format_);
     conditioning = pair.c_noise;
     target = pair.target;

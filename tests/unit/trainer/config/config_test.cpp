@@ -94,8 +94,9 @@ TEST(Config, EdmRefusesWhatItReplaces) {
   EXPECT_NE(with("train.timestep_sampling=uniform").find("needs train.timestep_sampling"),
             std::string::npos);
   EXPECT_EQ(with("sample.sampler=heun"), "<no exception>");
-  EXPECT_NE(error_of([] { load_config("", {"sample.sampler=heun"}); })
-                .find("sample.sampler = heun: needs diffusion.formulation = edm"),
+  EXPECT_NE(error_of([] {
+              load_config("", {"sample.sampler=heun"});
+            }).find("sample.sampler = heun: needs diffusion.formulation = edm"),
             std::string::npos)
       << error_of([] { load_config("", {"sample.sampler=heun"}); });
   EXPECT_NE(with("diffusion.sigma_max=0.001").find("must be > diffusion.sigma_min"),

@@ -150,13 +150,11 @@ TEST(EdmTest, DeterministicHeunFollowsTheClosedFormFlowToSecondOrder) {
   const double s = data.s, top = 80.0;
   const torch::Tensor exact =
       (x_T.to(torch::kDouble) * top - data.mu) * (s / std::sqrt(s * s + top * top)) + data.mu;
-  const torch::Tensor fine = sample_from(EpsPredictor::with_denoiser(
-                                             [](const at::Tensor&, const at::Tensor&) {
-                                               return PredictorOutput{};
-                                             },
-                                             denoiser),
-                                         NoiseSchedule(BetaSchedule::kLinear, 1000), x_T,
-                                         heun_options(256), [] { return torch::Tensor(); });
+  const torch::Tensor fine = sample_from(
+      EpsPredictor::with_denoiser(
+          [](const at::Tensor&, const at::Tensor&) { return PredictorOutput{}; }, denoiser),
+      NoiseSchedule(BetaSchedule::kLinear, 1000), x_T, heun_options(256),
+      [] { return torch::Tensor(); });
   EXPECT_EQ(calls, 2 * 256 - 1);
   EXPECT_LT((fine.to(torch::kDouble) - exact).abs().max().item<double>(), 2e-3);
   const auto error = [&](int64_t steps) {
@@ -213,8 +211,8 @@ TEST(EdmTest, TimestepSamplersDriveAnEdmModel) {
     options.kind = kind;
     options.steps = 200;
     options.clip_x0 = false;
-    const torch::Tensor x0 = sample(predictor, schedule, {4096, 1, 2, 2}, options, 9, 0,
-                                    torch::kCPU);
+    const torch::Tensor x0 =
+        sample(predictor, schedule, {4096, 1, 2, 2}, options, 9, 0, torch::kCPU);
     EXPECT_NEAR(x0.mean().item<double>(), data.mu, 0.02) << setting_name(kind);
     EXPECT_NEAR(x0.std().item<double>(), data.s, 0.02) << setting_name(kind);
   }

@@ -215,8 +215,8 @@ TEST(UNetTest, ForwardRejectsMismatchedInputs) {
   // EDM's continuous c_noise: a floating-point t feeds the same embedding as an integer one,
   // and fractions of it move the embedding.
   EXPECT_NO_THROW(model->forward(torch::randn({2, 1, 16, 16}), torch::tensor({-0.3f, 2.0f})));
-  EXPECT_TRUE(torch::equal(timestep_embedding(torch::tensor({1.0f, 2.0f}), 16),
-                           timestep_embedding(t, 16)));
+  EXPECT_TRUE(
+      torch::equal(timestep_embedding(torch::tensor({1.0f, 2.0f}), 16), timestep_embedding(t, 16)));
   EXPECT_GT((timestep_embedding(torch::tensor({1.25f, 2.0f}), 16) - timestep_embedding(t, 16))
                 .abs()
                 .max()
