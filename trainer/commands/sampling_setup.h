@@ -33,8 +33,8 @@ struct GenerationArgs {
 };
 
 // Adds --run-dir / --checkpoint (exactly one), --weights, --device, --sampler, --steps (with
-// `steps_help`), --eta, --churn, --variance and --seed (with `seed_help`) to `cmd`, writing into `args`
-// (which must outlive the command).
+// `steps_help`), --eta, --churn, --variance and --seed (with `seed_help`) to `cmd`, writing into
+// `args` (which must outlive the command).
 void add_generation_options(CLI::App* cmd, GenerationArgs* args, const std::string& steps_help,
                             const std::string& seed_help);
 

@@ -41,7 +41,7 @@ struct Config {
     double beta_start = 1e-4;
     double beta_end = 0.02;
     Formulation formulation = Formulation::kDdpm;
-    double sigma_data = 0.5;  // EDM: the data's standard deviation
+    double sigma_data = 0.5;   // EDM: the data's standard deviation
     double sigma_min = 0.002;  // EDM: the sampler's noise-level range and grid exponent
     double sigma_max = 80.0;
     double rho = 7.0;

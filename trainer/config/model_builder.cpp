@@ -60,8 +60,7 @@ EpsPredictor network_predictor(ModelFunction network, const Config& config) {
   }
   const Config::Diffusion& d = config.diffusion;
   return edm_predictor(
-      {edm_denoiser(std::move(network), d.sigma_data), d.sigma_min, d.sigma_max, d.rho},
-      schedule);
+      {edm_denoiser(std::move(network), d.sigma_data), d.sigma_min, d.sigma_max, d.rho}, schedule);
 }
 
 AdamWSettings adamw_settings(const Config& config) {

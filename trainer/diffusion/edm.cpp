@@ -80,12 +80,13 @@ EpsPredictor edm_predictor(ContinuousDenoiser denoiser, const NoiseSchedule& sch
   const Denoiser denoise = denoiser.denoise;
   return EpsPredictor::with_denoiser(
       [denoise, schedule](const at::Tensor& x_t, const at::Tensor& t) {
-        const at::Tensor alpha = schedule.sqrt_alpha_bar_at(t, x_t.to(at::kFloat));
-        const at::Tensor sigma_vp = schedule.sqrt_one_minus_alpha_bar_at(t, x_t.to(at::kFloat));
-        const at::Tensor x = x_t / alpha;
+        const at::Tensor x_float = x_t.to(at::kFloat);
+        const at::Tensor alpha = schedule.sqrt_alpha_bar_at(t, x_float);
+        const at::Tensor sigma_vp = schedule.sqrt_one_minus_alpha_bar_at(t, x_float);
+        const at::Tensor x = x_float / alpha;
         const at::Tensor sigma = (sigma_vp / alpha).reshape({x_t.size(0)});
         const at::Tensor x0 = denoise(x, sigma);
-        return PredictorOutput{(x_t - alpha * x0) / sigma_vp, x0};
+        return PredictorOutput{(x_float - alpha * x0) / sigma_vp, x0};
       },
       std::move(denoiser));
 }

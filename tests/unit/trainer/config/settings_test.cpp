@@ -66,7 +66,8 @@ TEST(SettingsTest, ConfigKeysReadWriteAndDocumentTheNames) {
   EXPECT_EQ(error_of([] { load_config("", {"sample.sampler=dpm"}); }),
             "--set sample.sampler=dpm: sample.sampler: 'dpm' is not one of ddpm, ddim, dpmpp2m or "
             "heun");
-  EXPECT_NE(config_markdown_table().find("One of `ddpm`, `ddim`, `dpmpp2m` or `heun`."), std::string::npos);
+  EXPECT_NE(config_markdown_table().find("One of `ddpm`, `ddim`, `dpmpp2m` or `heun`."),
+            std::string::npos);
 }
 
 TEST(SettingsTest, CommandOptionsAcceptTheSameNames) {
