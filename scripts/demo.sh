@@ -25,8 +25,8 @@ echo "== training configs/fmnist-demo.yaml on 2 ranks (progress every 10 s)"
 launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
   "${steps_args[@]}"
 
-echo "== sampling on 2 ranks: DDIM 50 steps from the EMA weights, with the x_T -> x_0 progression"
-launch/mpirun-local.sh -n 2 "$bin" sample --run-dir "$run" --sampler ddim --steps 50 --n 64 --seed 1 \
+echo "== sampling on 2 ranks: DPM-Solver++(2M), 20 steps, from the EMA weights, with the x_T -> x_0 progression"
+launch/mpirun-local.sh -n 2 "$bin" sample --run-dir "$run" --sampler dpmpp2m --steps 20 --n 64 --seed 1 \
   --out "$run/samples/demo-grid.png" --progression "$run/samples/demo-progression.png"
 
 final_grid=$(find "$run/samples" -name 'step-*.png' | sort | tail -n 1)
@@ -34,7 +34,7 @@ cat <<MSG
 
 Done. Open these:
   samples (end of training):  $final_grid
-  samples (DDIM 50 steps):    $run/samples/demo-grid.png
+  samples (64, 20 steps):     $run/samples/demo-grid.png
   noise -> image strip:       $run/samples/demo-progression.png
   training log:               $run/train.log
   checkpoints:                $run/checkpoints/ (resume: run the same train command again)

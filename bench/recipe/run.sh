@@ -24,10 +24,13 @@ data=runs/data/fashion-mnist
 test_data=runs/data/fashion-mnist-t10k
 
 # Recipe name -> config overrides on configs/fmnist-demo.yaml, after $base (the DDPM paper's
-# objective, so that a recipe names everything it changes). "NAME@heun" evaluates NAME's run
-# with EDM's heun sampler at EVAL_STEPS / 2 noise levels (2 x that - 1 network calls) instead of
-# DDIM at EVAL_STEPS.
-base="model.prediction=eps train.loss_weighting=none train.timestep_sampling=uniform data.hflip=false"
+# objective on session 8's three-level model, so that a recipe names everything it changes).
+# "NAME@heun" evaluates NAME's run with EDM's heun sampler at EVAL_STEPS / 2 noise levels
+# (2 x that - 1 network calls) instead of DDIM at EVAL_STEPS, "NAME@dpmpp2m" with
+# DPM-Solver++(2M) at EVAL_STEPS. The v+... rows are session 9's screening on top of min-SNR +
+# log-normal + v (bench/RESULTS.md).
+base="model.channel_mult=[1,2,2] model.prediction=eps train.loss_weighting=none"
+base+=" train.timestep_sampling=uniform data.hflip=false"
 snr_ln="train.loss_weighting=min_snr train.timestep_sampling=lognormal"
 edm="diffusion.formulation=edm train.timestep_sampling=lognormal"
 declare -A recipe=(
@@ -45,12 +48,23 @@ declare -A recipe=(
   [min_snr+lognormal+v+b8+cosine]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine"
   [min_snr+lognormal+v+b8+cosine+lr4]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine train.lr=4e-3"
   [min_snr+lognormal+v+b8+cosine+rb2]="$snr_ln model.prediction=v train.batch_size=8 train.lr_decay=cosine model.num_res_blocks=2"
+  [min_snr+lognormal+v+mult1222]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2]"
+  [v+wu20]="$snr_ln model.prediction=v train.warmup_steps=20"
+  [v+attn8]="$snr_ln model.prediction=v model.attention_resolutions=[8]"
+  [v+mult12222]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2,2]"
+  [v+mult1224]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,4]"
+  [v+mult1222+rb2]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] model.num_res_blocks=2"
+  [v+mult1222+wu200]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] train.warmup_steps=200"
+  [v+mult1222+lr1]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] train.lr=1e-3"
+  [v+mult1222+b2]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] train.adam_beta2=0.99"
+  [v+mult1222+cos]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] diffusion.schedule=cosine"
+  [v+mult1222+cond]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] model.num_classes=10"
   [edm]="$edm"
   [edm+b8]="$edm train.batch_size=8"
   [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"
 )
-chosen=min_snr+lognormal+v  # configs/fmnist-demo.yaml's recipe
-names=${RECIPES:-ddpm min_snr+lognormal edm@heun $chosen}
+chosen=min_snr+lognormal+v+mult1222@dpmpp2m  # configs/fmnist-demo.yaml's recipe and sampler
+names=${RECIPES:-ddpm ddpm@dpmpp2m min_snr+lognormal edm@heun min_snr+lognormal+v $chosen}
 
 if [ ! -f "$data/index.json" ]; then
   "$bin" prepare --images "$fmnist/train-images-idx3-ubyte.gz" \
@@ -76,7 +90,10 @@ run_budget() {
   for name in $names; do
     trained=${name%@*}
     sampler=(--sampler ddim --steps "$eval_steps")
-    case $name in *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;; esac
+    case $name in
+      *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;;
+      *@dpmpp2m) sampler=(--sampler dpmpp2m --steps "$eval_steps") ;;
+    esac
     [ -n "${recipe[$trained]+set}" ] || { echo "unknown recipe $trained" >&2; exit 2; }
     run=$out/x$scale-$trained
     read -r -a overrides <<<"$base ${recipe[$trained]}"
