@@ -59,6 +59,7 @@ declare -A recipe=(
   [v+mult1222+b2]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] train.adam_beta2=0.99"
   [v+mult1222+cos]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] diffusion.schedule=cosine"
   [v+mult1222+cond]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2] model.num_classes=10"
+  [v+mult12222+cos]="$snr_ln model.prediction=v model.channel_mult=[1,2,2,2,2] diffusion.schedule=cosine"
   [edm]="$edm"
   [edm+b8]="$edm train.batch_size=8"
   [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"
