@@ -25,7 +25,7 @@ echo "== training configs/fmnist-demo.yaml on 2 ranks (progress every 10 s)"
 launch/mpirun-local.sh -n 2 "$bin" train --config configs/fmnist-demo.yaml --run-dir "$run" \
   "${steps_args[@]}"
 
-echo "== sampling on 2 ranks: DPM-Solver++(2M), 20 steps, from the EMA weights, with the x_T -> x_0 progression"
+echo "== sampling on 2 ranks: DPM-Solver++(2M) 20 steps, EMA weights, x_T -> x_0 progression"
 launch/mpirun-local.sh -n 2 "$bin" sample --run-dir "$run" --sampler dpmpp2m --steps 20 --n 64 --seed 1 \
   --out "$run/samples/demo-grid.png" --progression "$run/samples/demo-progression.png"
 

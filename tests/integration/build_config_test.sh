@@ -17,6 +17,18 @@ for want in "^LibTorch 2\.[0-9]+" "^CUDA: compiled in \(LibTorch built with 1[0-
             "^MPI: Open MPI v4" "^HDF5: 1\.[0-9]+\.[0-9]+$"; do
   grep -Eq "$want" <<<"$version" || fail "--version has no line matching '$want'"
 done
+# The commit named is this checkout's, and it reaches version.cpp through a generated header,
+# not the library's compile flags (every object depends on those: a new commit would rebuild it).
+commit=$(sed -n 's/^difftrain .* (commit \(.*\))$/\1/p' <<<"$version")
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+  if ! [[ $commit =~ ^[0-9a-f]{12}$ ]] || ! git -C "$ROOT" cat-file -e "$commit^{commit}"; then
+    fail "--version names commit '$commit', not one of $ROOT"
+  fi
+fi
+flags=$(dirname "$BIN")/CMakeFiles/difftrain_trainer.dir/flags.make
+if [ -f "$flags" ] && grep -q GIT_COMMIT "$flags"; then
+  fail "$flags holds the commit: every new commit would rebuild the trainer library"
+fi
 # The NCCL compiled against is the one loaded (LibTorch's).
 nccl=$(grep '^NCCL:' <<<"$version")
 if ! [[ $nccl =~ ([0-9.]+)\ \(built\ against\ ([0-9.]+)\) ]] ||
