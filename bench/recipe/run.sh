@@ -27,7 +27,8 @@ test_data=runs/data/fashion-mnist-t10k
 # objective on session 8's three-level model, so that a recipe names everything it changes).
 # "NAME@heun" evaluates NAME's run with EDM's heun sampler at EVAL_STEPS / 2 noise levels
 # (2 x that - 1 network calls) instead of DDIM at EVAL_STEPS, "NAME@dpmpp2m" with
-# DPM-Solver++(2M) at EVAL_STEPS. The v+... rows are session 9's screening on top of min-SNR +
+# DPM-Solver++(2M) at EVAL_STEPS. "NAME+sN" trains NAME with train.seed=N (weights, sample order
+# and noise; the table's runs use seed 0). The v+... rows are session 9's screening on top of min-SNR +
 # log-normal + v (bench/RESULTS.md).
 base="model.channel_mult=[1,2,2] model.prediction=eps train.loss_weighting=none"
 base+=" train.timestep_sampling=uniform data.hflip=false"
@@ -62,6 +63,12 @@ declare -A recipe=(
   [v+mult1222+cos]="$v4 diffusion.schedule=cosine"
   [v+mult1222+cond]="$v4 model.num_classes=10"
   [v+mult12222+cos]="$v model.channel_mult=[1,2,2,2,2] diffusion.schedule=cosine"
+  [v+mult1222+ema05]="$v4 ema.std=0.05"
+  [v+mult1222+ema15]="$v4 ema.std=0.15"
+  [v+mult1222+ema20]="$v4 ema.std=0.2"
+  [v+mult1222+lr3]="$v4 train.lr=3e-3"
+  [v+mult1222+ln06]="$v4 train.lognormal_mean=-0.6"
+  [v+mult1222+b32]="$v4 train.batch_size=32"
   [edm]="$edm"
   [edm+b8]="$edm train.batch_size=8"
   [edm+b8+cosine]="$edm train.batch_size=8 train.lr_decay=cosine"
@@ -88,18 +95,22 @@ fi
 run_budget() {
   local scale=$1 fractions=$2 names=$3
   local images=$((400 * 32 * scale))  # the demo: 400 steps of 2 ranks x 16 images
-  local name trained run batch steps quarter final train_s start_s fraction step ckpt json o
+  local name trained seed recipe_name run batch steps quarter final train_s start_s fraction step ckpt json o
   local -a sampler overrides
   for name in $names; do
     trained=${name%@*}
+    seed=0 recipe_name=$trained
+    if [[ $trained =~ ^(.+)\+s([0-9]+)$ ]]; then
+      recipe_name=${BASH_REMATCH[1]} seed=${BASH_REMATCH[2]}
+    fi
     sampler=(--sampler ddim --steps "$eval_steps")
     case $name in
       *@heun) sampler=(--sampler heun --steps $((eval_steps / 2))) ;;
       *@dpmpp2m) sampler=(--sampler dpmpp2m --steps "$eval_steps") ;;
     esac
-    [ -n "${recipe[$trained]+set}" ] || { echo "unknown recipe $trained" >&2; exit 2; }
+    [ -n "${recipe[$recipe_name]+set}" ] || { echo "unknown recipe $recipe_name" >&2; exit 2; }
     run=$out/x$scale-$trained
-    read -r -a overrides <<<"$base ${recipe[$trained]}"
+    read -r -a overrides <<<"$base ${recipe[$recipe_name]} train.seed=$seed"
     batch=16
     for o in "${overrides[@]}"; do
       case $o in train.batch_size=*) batch=${o#train.batch_size=} ;; esac

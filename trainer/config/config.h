@@ -75,6 +75,7 @@ struct Config {
   } train;
   struct Ema {
     double decay = 0.9999;
+    double std = 0.0;  // > 0: EDM2's power-function EMA of this relative width instead of decay
   } ema;
   struct Checkpoint {
     int64_t every_steps = 1000;

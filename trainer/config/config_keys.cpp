@@ -386,6 +386,17 @@ std::vector<ConfigKey> build_keys() {
       [](const Config& c) {
         return c.ema.decay >= 0 && c.ema.decay < 1 ? "" : "must be in [0, 1)";
       }));
+  k.push_back(make_key<double>(
+      "ema.std", "float",
+      "0: `ema.decay`. Else EDM2's power-function EMA (Karras et al. 2024) instead: an average "
+      "of all weights so far, weighted by step^gamma, whose standard deviation is this fraction "
+      "of the run's length at every step (paper: 0.05-0.15; at most 0.2886).",
+      [](Config & c) -> auto& { return c.ema.std; },
+      [](const Config& c) {
+        return c.ema.std == 0 || (c.ema.std > 0 && c.ema.std <= 0.2886)
+                   ? ""
+                   : "must be 0 or in (0, 0.2886]";
+      }));
   // checkpoint
   k.push_back(make_key<int64_t>(
       "checkpoint.every_steps", "int",

@@ -5,7 +5,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "launch/gradient_reducer.h"
 
@@ -23,7 +25,24 @@ std::vector<at::Tensor> flattened(const std::vector<at::Tensor>& tensors) {
 
 }  // namespace
 
-Ema::Ema(const torch::nn::Module& model, double decay) : decay_(decay) {
+double ema_power_gamma(double std) {
+  const auto variance = [](double gamma) {
+    return (gamma + 1) / ((gamma + 2) * (gamma + 2) * (gamma + 3));
+  };  // decreasing for gamma >= 0
+  if (!(std > 0) || std * std > variance(0.0)) {
+    throw std::invalid_argument("EMA std " + std::to_string(std) + " is not in (0, 0.2886]");
+  }
+  double lo = 0.0, hi = 1.0;
+  while (variance(hi) > std * std) hi *= 2;
+  for (int i = 0; i < 200 && hi - lo > 1e-12 * hi; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (variance(mid) > std * std ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+Ema::Ema(const torch::nn::Module& model, double decay, double power_std) : decay_(decay) {
+  if (power_std > 0) power_gamma_ = ema_power_gamma(power_std);
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> params;
   for (const auto& item : model.named_parameters()) {
@@ -52,6 +71,7 @@ Ema::Ema(const torch::nn::Module& model, double decay) : decay_(decay) {
 
 double Ema::decay_for(int64_t update_number) const {
   const double n = static_cast<double>(update_number);
+  if (power_gamma_ >= 0) return std::pow(1.0 - 1.0 / n, power_gamma_ + 1.0);
   return std::min(decay_, (1.0 + n) / (10.0 + n));
 }
 

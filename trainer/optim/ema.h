@@ -10,7 +10,10 @@ namespace difftrain::trainer {
 
 // Keeps a shadow copy of every parameter and buffer on the model's device. After update number
 // n (n = 1 after the first optimizer step) the decay used is min(decay, (1 + n) / (10 + n)), the
-// usual warm-up, so that early EMA weights are not dominated by the random initialisation.
+// usual warm-up, so that early EMA weights are not dominated by the random initialisation; or,
+// with a power_std > 0, EDM2's power-function EMA (Karras et al. 2024): decay (1 - 1/n)^(gamma+1),
+// an average of all weights so far with weight proportional to n^gamma, whose width relative to
+// the run's length is power_std whatever the run's length.
 //
 // An update has a host half (begin_update: counts it and sets this update's weight, a device
 // scalar) and a device half (apply_update: launches work only, reads nothing back), so that the
@@ -20,7 +23,7 @@ namespace difftrain::trainer {
 // and device, and keep the memory layout they had when the Ema was made. Not thread-safe.
 class Ema {
  public:
-  Ema(const torch::nn::Module& model, double decay);
+  Ema(const torch::nn::Module& model, double decay, double power_std = 0.0);
 
   // begin_update() then apply_update(model).
   void update(const torch::nn::Module& model);
@@ -43,6 +46,7 @@ class Ema {
 
  private:
   double decay_;
+  double power_gamma_ = -1.0;  // < 0: the classic decay with warm-up
   int64_t updates_ = 0;
   std::vector<std::string> names_;
   torch::Tensor shadow_flat_;                 // every parameter's shadow, in parameter order
@@ -52,5 +56,10 @@ class Ema {
   std::vector<std::string> buffer_names_;
   std::vector<torch::Tensor> shadow_buffers_;
 };
+
+// EDM2's exponent gamma of a power-function EMA of relative standard deviation std:
+// std^2 = (gamma + 1) / ((gamma + 2)^2 (gamma + 3)), gamma >= 0, so std in (0, 12^-1/2].
+// Throws std::invalid_argument outside that range.
+double ema_power_gamma(double std);
 
 }  // namespace difftrain::trainer

@@ -259,7 +259,7 @@ void Trainer::build_optimization() {
   }
   optimizer_ =
       std::make_unique<BucketAdamW>(parameters, reducer_->buckets(), adamw_settings(config_));
-  ema_ = std::make_unique<Ema>(*model_, config_.ema.decay);
+  ema_ = std::make_unique<Ema>(*model_, config_.ema.decay, config_.ema.std);
 }
 
 // Resumes from the newest good checkpoint of the run directory, or an explicit file.
