@@ -62,6 +62,7 @@ struct Config {
     double log_interval_s = 5.0;
     DeviceRequest device = DeviceRequest::kAuto;
     int64_t grad_accum_steps = 1;
+    int64_t noise_draws = 1;  // samples (timestep and noise) per image per step
     Precision precision = Precision::kFp32;
     LossWeighting loss_weighting = LossWeighting::kNone;
     double min_snr_gamma = 5.0;

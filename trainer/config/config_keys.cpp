@@ -318,6 +318,12 @@ std::vector<ConfigKey> build_keys() {
       "Micro-batches per optimizer step; gradients are all-reduced only on the last one.",
       [](Config & c) -> auto& { return c.train.grad_accum_steps; },
       [](const Config& c) { return c.train.grad_accum_steps >= 1 ? "" : "must be >= 1"; }));
+  k.push_back(make_key<int64_t>(
+      "train.noise_draws", "int",
+      "Training samples per image: each image of a step is noised this many times, each with its "
+      "own timestep and noise (the same images, this many times the compute per step).",
+      [](Config & c) -> auto& { return c.train.noise_draws; },
+      [](const Config& c) { return c.train.noise_draws >= 1 ? "" : "must be >= 1"; }));
   k.push_back(make_setting_key<Precision>(
       "train.precision",
       "`bf16`: autocast of the U-Net forward to bfloat16 (CUDA; also CPU), with fp32 master "

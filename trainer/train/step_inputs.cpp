@@ -16,30 +16,38 @@ StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& pl
   const data::SampleShape& shape = batch.shape;
   const int64_t step = batch.step / plan.grad_accum_steps;
   const int64_t micro = batch.step % plan.grad_accum_steps;
-  const int64_t first_position = micro * plan.micro_global_batch + plan.first_in_rank;
-  const StepNoise noise = draw_step_noise(
-      plan.seed, step, first_position, batch.size, plan.timesteps,
-      {shape.channels, shape.height, shape.width}, plan.label_dropout, plan.pin_memory, plan.hflip);
+  const int64_t draws = plan.noise_draws;
+  if (draws < 1) throw std::logic_error("prepare_step_inputs: noise_draws < 1");
+  const int64_t first_position = (micro * plan.micro_global_batch + plan.first_in_rank) * draws;
+  const int64_t samples = batch.size * draws;
+  const StepNoise noise = draw_step_noise(plan.seed, step, first_position, samples, plan.timesteps,
+                                          {shape.channels, shape.height, shape.width},
+                                          plan.label_dropout, plan.pin_memory, plan.hflip);
   const at::TensorOptions host = at::TensorOptions().pinned_memory(plan.pin_memory);
 
-  StepInputs inputs;
-  inputs.images =
-      at::empty({batch.size, shape.channels, shape.height, shape.width}, host.dtype(at::kByte));
-  if (batch.images.size() != static_cast<size_t>(inputs.images.numel())) {
+  const int64_t image_bytes = shape.channels * shape.height * shape.width;
+  if (batch.images.size() != static_cast<size_t>(batch.size * image_bytes)) {
     throw std::logic_error("prepare_step_inputs: batch " + std::to_string(batch.step) + " has " +
                            std::to_string(batch.images.size()) + " bytes, want " +
-                           std::to_string(inputs.images.numel()));
+                           std::to_string(batch.size * image_bytes));
   }
-  std::memcpy(inputs.images.data_ptr(), batch.images.data(), batch.images.size());
+  StepInputs inputs;
+  inputs.images =
+      at::empty({samples, shape.channels, shape.height, shape.width}, host.dtype(at::kByte));
+  auto* images = static_cast<uint8_t*>(inputs.images.data_ptr());
+  for (int64_t i = 0; i < samples; ++i) {
+    std::memcpy(images + i * image_bytes, batch.images.data() + (i / draws) * image_bytes,
+                image_bytes);
+  }
   if (plan.hflip) {
-    for (int64_t i = 0; i < batch.size; ++i) {
+    for (int64_t i = 0; i < samples; ++i) {
       if (noise.flip[i].item<bool>()) inputs.images[i].copy_(inputs.images[i].flip({-1}));
     }
   }
   if (plan.num_classes > 0) {
-    inputs.labels = at::empty({batch.size}, host.dtype(at::kLong));
-    std::memcpy(inputs.labels.data_ptr(), batch.labels.data(),
-                batch.labels.size() * sizeof(int64_t));
+    inputs.labels = at::empty({samples}, host.dtype(at::kLong));
+    auto* labels = inputs.labels.data_ptr<int64_t>();
+    for (int64_t i = 0; i < samples; ++i) labels[i] = batch.labels[i / draws];
     inputs.labels.masked_fill_(noise.drop_label, plan.num_classes);
   }
   inputs.timesteps = noise.timesteps;

@@ -13,8 +13,9 @@
 
 namespace difftrain::trainer {
 
+// B below is the batch's images times the plan's noise_draws.
 struct StepInputs {
-  at::Tensor images;     // uint8 [B,C,H,W] as stored
+  at::Tensor images;     // uint8 [B,C,H,W] as stored, each image noise_draws times in a row
   at::Tensor labels;     // int64 [B], dropped labels set to num_classes; undefined if unconditional
   at::Tensor timesteps;  // int64 [B]
   at::Tensor eps;        // float32 [B,C,H,W]
@@ -28,6 +29,7 @@ struct StepInputPlan {
   int64_t micro_global_batch = 0;     // images per micro-step over all ranks
   int64_t first_in_rank = 0;          // this rank's first position in a micro-step: rank * batch
   TimestepDistribution timesteps{0};  // T and how a sample's timestep is drawn
+  int64_t noise_draws = 1;            // samples (timestep and noise) per image
   int64_t num_classes = 0;            // 0: unconditional
   double label_dropout = 0;
   bool hflip = false;       // flip each image left-right with probability 1/2
@@ -37,7 +39,8 @@ struct StepInputPlan {
 
 // Builds the inputs of prefetched batch number `batch.step` (a micro-step index: optimizer step
 // batch.step / grad_accum_steps). The noise is draw_step_noise's for the batch's global
-// positions, so it does not depend on where or when it is drawn.
+// positions, so it does not depend on where or when it is drawn. With noise_draws k, image i
+// of the batch is samples k i .. k i + k - 1, and sample positions are k times image positions.
 StepInputs prepare_step_inputs(const data::Batch& batch, const StepInputPlan& plan);
 
 // A Prefetcher hook that attaches prepare_step_inputs' result to every batch.

@@ -166,6 +166,10 @@ void Trainer::log_objective() const {
                          format_double(config_.train.lognormal_std) + "))"
                    : "",
                config_.data.hflip ? "on" : "off");
+  if (config_.train.noise_draws > 1) {
+    spdlog::info("noise draws: {} per image (timestep and noise), {} samples per step",
+                 config_.train.noise_draws, global_batch_ * config_.train.noise_draws);
+  }
 }
 
 // Opens the dataset and checks it against the model's image shape and labels, on every rank,
@@ -317,6 +321,7 @@ void Trainer::start_prefetching() {
                        ? TimestepDistribution::log_normal(schedule_, config_.train.lognormal_mean,
                                                           config_.train.lognormal_std)
                        : TimestepDistribution(schedule_.timesteps());
+  plan.noise_draws = config_.train.noise_draws;
   plan.hflip = config_.data.hflip;
   plan.sigmas = config_.diffusion.formulation == Formulation::kEdm;
   plan.num_classes = config_.model.num_classes;

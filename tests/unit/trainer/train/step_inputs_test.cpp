@@ -38,6 +38,35 @@ TEST(StepInputs, NoiseIsThatOfTheBatchsGlobalPositions) {
   EXPECT_EQ(inputs.images.flatten()[5].item<int64_t>(), 35);
 }
 
+TEST(StepInputs, NoiseDrawsRepeatEachImageWithItsOwnNoise) {
+  StepInputPlan plan;
+  plan.seed = 11;
+  plan.micro_global_batch = 8;  // 2 ranks x 4
+  plan.first_in_rank = 4;       // rank 1
+  plan.timesteps = 1000;
+  plan.noise_draws = 3;
+  plan.num_classes = 3;
+  const data::Batch batch = make_batch(2, 4);
+  const StepInputs inputs = prepare_step_inputs(batch, plan);
+  // Sample positions are 3 x image positions: rank 1's images 4..7 are samples 12..23.
+  const StepNoise expected = draw_step_noise(11, 2, 12, 12, 1000, {1, 2, 3});
+  EXPECT_TRUE(torch::equal(inputs.eps, expected.eps));
+  EXPECT_TRUE(torch::equal(inputs.timesteps, expected.timesteps));
+  ASSERT_EQ(inputs.images.sizes(), (std::vector<int64_t>{12, 1, 2, 3}));
+  const torch::Tensor stored =
+      torch::from_blob(const_cast<uint8_t*>(batch.images.data()), {4, 1, 2, 3}, torch::kByte);
+  for (int64_t i = 0; i < 12; ++i) {
+    EXPECT_TRUE(torch::equal(inputs.images[i], stored[i / 3])) << i;
+    EXPECT_EQ(inputs.labels[i].item<int64_t>(), (i / 3) % 3) << i;
+  }
+  EXPECT_FALSE(torch::equal(inputs.eps[0], inputs.eps[1]));  // the same image, new noise
+  // One draw is exactly the plan without draws.
+  plan.noise_draws = 1;
+  plan.num_classes = 0;
+  EXPECT_TRUE(torch::equal(prepare_step_inputs(batch, plan).eps,
+                           draw_step_noise(11, 2, 4, 4, 1000, {1, 2, 3}).eps));
+}
+
 TEST(StepInputs, DroppedLabelsBecomeNoLabel) {
   StepInputPlan plan;
   plan.seed = 3;
